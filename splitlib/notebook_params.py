@@ -1,0 +1,79 @@
+"""Parameter schemas, one frozen dataclass per notebook. Field comments are the documentation users read;
+``params/<profile>/NN_*.yaml`` hold exactly these keys (a test holds them equal to the notebooks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from splitlib.params import check
+
+Profile = Literal["smoke", "toy", "paper"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Size of a toy Qwen2 model and its pretraining budget."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    pretrain_steps: int
+    lr: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "batch_size"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
+        check(self.hidden_size % self.num_attention_heads == 0, "hidden_size", self.hidden_size,
+              f"a multiple of num_attention_heads={self.num_attention_heads}")
+        check(self.pretrain_steps >= 0, "pretrain_steps", self.pretrain_steps, "an integer >= 0")
+        check(0 < self.lr < 1, "lr", self.lr, "a learning rate in (0, 1)")
+
+
+@dataclass(frozen=True)
+class Common:
+    profile: Profile  # which parameter set this is (smoke: CI, toy: laptop default, paper: GPU cluster)
+    run_name: str  # outputs go to <outputs_root>/<run_name>/
+    outputs_root: str  # usually "outputs"
+    seed: int  # every random choice derives from it
+    progress: bool  # show progress bars
+
+    def __post_init__(self) -> None:
+        check(bool(self.run_name) and "/" not in self.run_name, "run_name", self.run_name, "a non-empty name without '/'")
+
+
+@dataclass(frozen=True)
+class ModelsParams(Common):
+    """00_models."""
+
+    world: Literal["toy", "paper"]  # toy: build data + models here; paper: record hub ids and check they load
+    n_train: int  # training problems written to data/train.jsonl (annotation, SFT, GRPO)
+    n_test: int  # held-out problems written to data/test.jsonl (evaluation)
+    n_steps: int  # toy: reasoning steps per trace
+    coded_steps: list[int]  # toy: 0-based steps followed by a code-table lookup (the hard steps)
+    vocab_size: int  # toy: BPE vocabulary size before the control tokens
+    small: ModelSpec  # toy small model (1 layer: cannot form an induction circuit)
+    big: ModelSpec  # toy big model
+    eval_problems: int  # held-out problems used for the accuracy measurements here
+    eval_batch_size: int  # batch size for greedy generation during evaluation
+    speed_tokens: int  # tokens decoded (batch 1, KV cache) to measure each model's decode speed
+    small_model_id: str  # paper: hub id or local dir of the small model
+    big_model_id: str  # paper: hub id or local dir of the big model
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.n_train >= 1, "n_train", self.n_train, "an integer >= 1")
+        check(self.n_test >= 1, "n_test", self.n_test, "an integer >= 1")
+        check(1 <= self.eval_problems <= self.n_test, "eval_problems", self.eval_problems, f"1..n_test={self.n_test}")
+        check(2 <= self.n_steps <= 26, "n_steps", self.n_steps, "2..26 (steps are labelled A..Z)")
+        check(all(0 <= s < self.n_steps for s in self.coded_steps), "coded_steps", self.coded_steps,
+              f"step indices in 0..n_steps-1={self.n_steps - 1}")
+        check(self.vocab_size >= 300, "vocab_size", self.vocab_size, "an integer >= 300 (256 bytes + specials + merges)")
+        check(self.speed_tokens >= 8, "speed_tokens", self.speed_tokens, "an integer >= 8")
+
+
+SCHEMAS: dict[str, type] = {
+    "00_models": ModelsParams,
+}

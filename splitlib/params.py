@@ -1,0 +1,165 @@
+"""Notebook parameters: one frozen dataclass per notebook; validation before any work starts.
+
+papermill only *warns* about parameters a notebook does not define, so each notebook checks itself:
+the cell before ``parameters`` records ``_names_before = set(globals())``; right after the parameters
+(and papermill's injected cell) ``load_from_notebook(NAME, globals(), _names_before)`` rejects unknown names,
+missing names, wrong types and impossible values, naming the key, the value and what is allowed.
+The same schemas validate ``params/<profile>/NN_*.yaml`` in ``splitreason run`` before anything executes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamError(ValueError):
+    """A bad parameter: the message names the key, the value and what is allowed."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# generic validation
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it (lists become tuples; mappings, dataclasses)."""
+    origin = typing.get_origin(tp)
+    bad = ParamError(f"parameter {key}={value!r}: expected {_type_name(tp)}")
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ParamError:
+                continue
+        raise bad
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (arg, *_) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(f"{key}[{i}]", v, arg) for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise bad
+        return build(tp, value, prefix=f"{key}.")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise bad
+    if not isinstance(value, tp):
+        raise bad
+    return value
+
+
+def build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Instantiate the dataclass ``cls`` from ``values``: exact keys, checked types, then its own checks."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ParamError(f"unknown parameter(s) {', '.join(prefix + u for u in unknown)}; allowed: {', '.join(names)}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values and _required(f)]
+    if missing:
+        raise ParamError(f"missing parameter(s) {', '.join(prefix + m for m in missing)}")
+    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ParamError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ParamError(f"{prefix or cls.__name__ + ': '}{err}") from err
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a ParamError naming ``key`` unless ``cond``."""
+    if not cond:
+        raise ParamError(f"parameter {key}={value!r}: expected {allowed}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# notebook entry points
+def schema(notebook: str) -> type:
+    from splitlib import notebook_params
+
+    try:
+        return notebook_params.SCHEMAS[notebook]
+    except KeyError:
+        raise ParamError(f"no parameter schema for notebook {notebook!r}; known: {', '.join(notebook_params.SCHEMAS)}")
+
+
+def load_from_notebook(notebook: str, namespace: Mapping[str, Any], names_before: set[str]) -> Any:
+    """Validate the parameters a notebook kernel holds (its parameters cell plus papermill's injected cell)."""
+    cls = schema(notebook)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    new = {k for k in namespace if k not in names_before and not k.startswith("_")}
+    values = {k: namespace[k] for k in new if not isinstance(namespace[k], types.ModuleType)}
+    values = {k: v for k, v in values.items() if k in fields or not callable(v)}
+    return build(cls, values)
+
+
+def load_yaml(notebook: str, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
+    """Validate a ``params/<profile>/NN_*.yaml`` file (plus overrides) against the notebook's schema."""
+    p = Path(path)
+    if not p.exists():
+        raise ParamError(f"missing parameter file {p}; every profile needs one per notebook")
+    values = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(values, Mapping):
+        raise ParamError(f"{p}: expected a mapping of parameter names to values")
+    try:
+        return build(schema(notebook), {**values, **(overrides or {})})
+    except ParamError as err:
+        raise ParamError(f"{p}: {err}") from err
+
+
+def as_dict(params: Any) -> dict:
+    """Parameters as plain JSON-ready values (tuples become lists)."""
+    return yaml.safe_load(yaml.safe_dump(_plain(dataclasses.asdict(params))))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,138 @@
+"""``splitreason run``: execute the numbered notebooks in order with papermill, one profile at a time.
+
+All parameter files are validated before the first notebook starts. Each executed notebook is saved to
+``outputs/<run>/notebooks/``; ``outputs/<run>/manifest.json`` (git state, versions, hardware, parameters
+and timings per notebook) is rewritten atomically after every notebook, so a failed run still documents
+what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from splitlib import params as sp
+from splitlib import runs
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO / "notebooks"
+PARAMS_DIR = REPO / "params"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names it and the path of its executed copy."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # e.g. "02_sft"
+    notebook: Path
+    params_file: Path
+    params: dict
+
+
+def notebook_names() -> list[str]:
+    return sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(names: list[str], only: list[str] | None, start: str | None) -> list[str]:
+    """Filter notebook names by ``--only NN ...`` and ``--from NN`` (prefixes like "02" or full names)."""
+    def match(name: str, key: str) -> bool:
+        return name == key or name.split("_", 1)[0] == key.zfill(2)
+
+    for key in (only or []) + ([start] if start else []):
+        if not any(match(n, key) for n in names):
+            raise sp.ParamError(f"no notebook matches {key!r}; notebooks: {', '.join(names)}")
+    if start:
+        first = next(i for i, n in enumerate(names) if match(n, start))
+        names = names[first:]
+    if only:
+        names = [n for n in names if any(match(n, k) for k in only)]
+    return names
+
+
+def plan(profile: str, names: list[str], run_name: str, outputs_root: str) -> list[Step]:
+    """Validate every notebook's parameter file for ``profile`` before anything runs."""
+    profile_dir = PARAMS_DIR / profile
+    if not profile_dir.is_dir():
+        known = sorted(p.name for p in PARAMS_DIR.iterdir() if p.is_dir())
+        raise sp.ParamError(f"unknown profile {profile!r}; profiles: {', '.join(known)}")
+    steps = []
+    for name in names:
+        path = profile_dir / f"{name}.yaml"
+        validated = sp.load_yaml(name, path, {"run_name": run_name, "outputs_root": outputs_root})
+        steps.append(Step(name, NOTEBOOKS_DIR / f"{name}.ipynb", path, sp.as_dict(validated)))
+    return steps
+
+
+def execute(steps: list[Step], profile: str, run_name: str, outputs_root: str) -> Path:
+    """Run the planned notebooks; returns the manifest path. Raises NotebookFailed on the first failure."""
+    import papermill as pm
+
+    out = runs.run_dir(outputs_root, run_name)
+    manifest_path = out / "manifest.json"
+    manifest = {"profile": profile, "run_name": run_name, "started_at": _now(), "notebooks": [],
+                **runs.environment_info()}
+    if manifest_path.exists():  # keep the record of earlier notebooks of this run (e.g. with --from)
+        previous = json.loads(manifest_path.read_text())
+        kept = [n for n in previous.get("notebooks", []) if n["name"] not in {s.name for s in steps}]
+        manifest["notebooks"] = kept
+    for step in steps:
+        executed = out / "notebooks" / f"{step.name}.ipynb"
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        record = {"name": step.name, "params_file": str(step.params_file.relative_to(REPO)), "params": step.params,
+                  "started_at": _now(), "executed_notebook": str(executed)}
+        log.info("running %s (%s)", step.name, step.params_file.relative_to(REPO))
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(step.notebook), str(executed), parameters=step.params, cwd=str(REPO),
+                                progress_bar=False, log_output=True, kernel_name="python3")
+            record["status"] = "ok"
+        except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+            record["status"] = "failed"
+            raise NotebookFailed(f"notebook {step.name} failed; executed copy: {executed}\n{err}") from err
+        finally:
+            record["ended_at"], record["duration_s"] = _now(), round(time.perf_counter() - t0, 2)
+            manifest["notebooks"] = [n for n in manifest["notebooks"] if n["name"] != step.name] + [record]
+            manifest["ended_at"] = _now()
+            runs.atomic_write_json(manifest_path, manifest)
+        log.info("%s done in %.1f s", step.name, record["duration_s"])
+    return manifest_path
+
+
+def run(profile: str = "toy", only: list[str] | None = None, start: str | None = None, run_name: str | None = None,
+        outputs_root: str = "outputs") -> Path:
+    names = select(notebook_names(), only, start)
+    steps = plan(profile, names, run_name or profile, outputs_root)
+    return execute(steps, profile, run_name or profile, outputs_root)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        manifest = run(args.profile, args.only, args.start, args.run_name, args.outputs_root)
+    except (sp.ParamError, NotebookFailed) as err:
+        log.error("%s", err)
+        return 1
+    print(f"done: {manifest}")
+    return 0
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the notebooks in order with papermill")
+    p.add_argument("--profile", default="toy", help="smoke | toy | paper (default: toy)")
+    p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 05 06)")
+    p.add_argument("--from", dest="start", metavar="NN", help="start at this notebook")
+    p.add_argument("--run-name", help="outputs/<run-name> (default: the profile name)")
+    p.add_argument("--outputs-root", default="outputs", help="root folder for run outputs (default: outputs)")
+    p.set_defaults(func=_cmd_run)

