@@ -9,6 +9,8 @@ from typing import Literal
 from splitlib.params import check
 
 Profile = Literal["smoke", "toy", "paper"]
+# head sizes vLLM's CPU attention backend implements (vllm CPUAttentionBackend.get_supported_head_sizes)
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class ModelSpec:
             check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
         check(self.hidden_size % self.num_attention_heads == 0, "hidden_size", self.hidden_size,
               f"a multiple of num_attention_heads={self.num_attention_heads}")
+        head_dim = self.hidden_size // self.num_attention_heads
+        check(head_dim in VLLM_CPU_HEAD_SIZES, "num_attention_heads", self.num_attention_heads,
+              f"a head count giving hidden_size/heads in {VLLM_CPU_HEAD_SIZES} (vLLM's CPU attention kernels); "
+              f"got head_dim={head_dim}")
         check(self.pretrain_steps >= 0, "pretrain_steps", self.pretrain_steps, "an integer >= 0")
         check(0 < self.lr < 1, "lr", self.lr, "a learning rate in (0, 1)")
 

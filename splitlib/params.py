@@ -47,8 +47,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     bad = ParamError(f"parameter {key}={value!r}: expected {_type_name(tp)}")
     if tp is Any:
         return value
-    if origin is Literal:
-        if value not in typing.get_args(tp):
+    if origin is Literal:  # same type too: 1.0 and True are not the Literal 1
+        if not any(value == a and type(value) is type(a) for a in typing.get_args(tp)):
             raise bad
         return value
     if origin in (typing.Union, types.UnionType):
@@ -101,10 +101,13 @@ def build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in values.items()}
     try:
         return cls(**kwargs)
-    except ParamError:
+    except ParamError as err:  # a check() in __post_init__: give a nested key its dotted name ("small.lr")
+        text = str(err)
+        if prefix and text.startswith("parameter "):
+            raise ParamError(f"parameter {prefix}{text.removeprefix('parameter ')}") from err
         raise
     except (ValueError, TypeError) as err:
-        raise ParamError(f"{prefix or cls.__name__ + ': '}{err}") from err
+        raise ParamError(f"{prefix.rstrip('.') + ': ' if prefix else cls.__name__ + ': '}{err}") from err
 
 
 def _required(f: dataclasses.Field) -> bool:

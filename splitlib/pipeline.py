@@ -87,9 +87,9 @@ def execute(steps: list[Step], profile: str, run_name: str, outputs_root: str) -
     for step in steps:
         executed = out / "notebooks" / f"{step.name}.ipynb"
         executed.parent.mkdir(parents=True, exist_ok=True)
-        record = {"name": step.name, "params_file": str(step.params_file.relative_to(REPO)), "params": step.params,
+        record = {"name": step.name, "params_file": _shown(step.params_file), "params": step.params,
                   "started_at": _now(), "executed_notebook": str(executed)}
-        log.info("running %s (%s)", step.name, step.params_file.relative_to(REPO))
+        log.info("running %s (%s)", step.name, _shown(step.params_file))
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(step.notebook), str(executed), parameters=step.params, cwd=str(REPO),
@@ -99,6 +99,7 @@ def execute(steps: list[Step], profile: str, run_name: str, outputs_root: str) -
             record["status"] = "failed"
             raise NotebookFailed(f"notebook {step.name} failed; executed copy: {executed}\n{err}") from err
         finally:
+            record.setdefault("status", "interrupted")  # e.g. Ctrl-C: the manifest still says what happened
             record["ended_at"], record["duration_s"] = _now(), round(time.perf_counter() - t0, 2)
             manifest["notebooks"] = [n for n in manifest["notebooks"] if n["name"] != step.name] + [record]
             manifest["ended_at"] = _now()
@@ -109,9 +110,16 @@ def execute(steps: list[Step], profile: str, run_name: str, outputs_root: str) -
 
 def run(profile: str = "toy", only: list[str] | None = None, start: str | None = None, run_name: str | None = None,
         outputs_root: str = "outputs") -> Path:
+    # Notebooks run with cwd=REPO while this process may run elsewhere: one absolute root for both.
+    outputs_root = str(Path(outputs_root).resolve())
     names = select(notebook_names(), only, start)
     steps = plan(profile, names, run_name or profile, outputs_root)
     return execute(steps, profile, run_name or profile, outputs_root)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (portable manifests), else absolute."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _now() -> str:

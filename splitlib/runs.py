@@ -77,20 +77,37 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
                 log.warning("%s:%d: ignoring a torn last line (an interrupted write)", p, n)
                 return
             if line.strip():
-                yield json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{p}:{n}: not a JSON row ({err.msg}); fix or delete that line") from err
+                yield row
+
+
+_TAIL_BLOCK = 1 << 16  # bytes read per step when looking back for the last newline
 
 
 def _cut_torn_tail(p: Path) -> None:
-    """Drop a partial last line so the next append starts on a line boundary."""
+    """Drop a partial last line so the next append starts on a line boundary (reads only the file's tail)."""
     if not p.exists() or p.stat().st_size == 0:
         return
     with p.open("rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
+        end = f.seek(0, os.SEEK_END)
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
             return
-        keep = data.rfind(b"\n") + 1
-        f.seek(keep)
-        f.truncate()
+        keep, pos = 0, end
+        while pos > 0:
+            start = max(0, pos - _TAIL_BLOCK)
+            f.seek(start)
+            newline = f.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            pos = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def append_jsonl(path: str | Path, rows: Iterable[dict]) -> int:

@@ -57,7 +57,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 384) -> PreTrainedT
     # Added after BPE training, as non-special tokens: single ids, kept by skip_special_tokens.
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (*tags.TAGS, THINK_OPEN, THINK_CLOSE)])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, chat_template=CHAT_TEMPLATE
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=EOS, pad_token=PAD, chat_template=CHAT_TEMPLATE
     )
     fast.add_bos_token = False  # the chat template writes it
     return fast

