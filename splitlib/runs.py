@@ -142,9 +142,14 @@ def done_keys(path: str | Path, key: str | tuple[str, ...]) -> set:
 
 # ---------------------------------------------------------------------------------------------------------
 # run directories and manifests
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 def run_dir(outputs_root: str | Path, run_name: str) -> Path:
-    """``<outputs_root>/<run_name>``, created if needed."""
-    p = Path(outputs_root) / run_name
+    """``<outputs_root>/<run_name>``, created if needed. A relative root is taken from the repository root, so a
+    notebook opened in JupyterLab (working directory ``notebooks/``) writes where ``splitreason run`` does."""
+    root = Path(outputs_root)
+    p = (root if root.is_absolute() else REPO_ROOT / root) / run_name
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -217,9 +217,9 @@ def serial_s(work: Iterable[Work], rates: dict[str, ModelThroughput], prompt_tok
     for w in work:
         other = "big" if w.model == "small" else "small"
         m, ctx = rates[w.model], prompt_tokens.get(w.model, 0) + kept
-        total += m.prefill_s(w.prefill_tokens, max(0, ctx - w.prefill_tokens))
-        total += m.decode_s(w.decode_tokens, ctx)
-        total += rates[other].prefill_s(w.check_tokens, prompt_tokens.get(other, 0) + kept)
+        total += m.prefill_s(w.prefill_tokens, max(0, ctx - w.prefill_tokens), calls=int(w.prefill_tokens > 0))
+        total += m.decode_s(w.decode_tokens, ctx, calls=int(w.decode_tokens > 0))
+        total += rates[other].prefill_s(w.check_tokens, prompt_tokens.get(other, 0) + kept, calls=int(w.check_tokens > 0))
         kept += w.kept_tokens
     return total
 
