@@ -1,0 +1,306 @@
+"""The paper's annotator (PAPER_FACTS §4): an LLM behind any OpenAI-compatible chat endpoint picks the most
+logically difficult parts of a trace as verbatim snippets, which are located in the trace by fuzzy matching.
+
+Requests use temperature 0, then 0.3 and 0.6 when an answer is unusable (no snippets, none found). Transport
+faults (HTTP 429 / 5xx / 408 / 409, timeouts, connection errors, unreadable replies) are retried with
+exponential backoff and seeded jitter; the OpenAI client's own retries are off so that this policy is the only
+one. The API key is read from the environment variable NAMED by ``api_key_env`` and kept only in the client.
+
+``response_format="tagged"`` is an alternative to snippets: the LLM returns the whole trace with the tags
+inserted, accepted only when removing the tags gives the original byte for byte ("text_altered" otherwise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+
+from splitlib import tags
+from splitlib.annotate.base import (
+    Annotation,
+    AnnotationFailure,
+    RetryPolicy,
+    Row,
+    build_config,
+    check_fraction,
+    register,
+)
+from splitlib.annotate.matching import MatchConfig, locate_snippets
+
+log = logging.getLogger(__name__)
+
+SNIPPET_OPEN, SNIPPET_CLOSE = "[[SNIPPET]]", "[[/SNIPPET]]"
+TRACE_OPEN, TRACE_CLOSE = "[[TRACE]]", "[[/TRACE]]"
+RETRYABLE_STATUS = (408, 409, 429)  # and every 5xx
+
+LLM_PRESETS: dict[str, dict[str, Any]] = {
+    # the paper's annotator: DeepSeek-V3 over DeepSeek's OpenAI-compatible API
+    "paper": {"base_url": "https://api.deepseek.com", "model": "deepseek-chat", "api_key_env": "DEEPSEEK_API_KEY"},
+}
+
+_TASK = """Below is a step-by-step reasoning trace written while solving a problem. A small, fast model will write \
+most traces like this one, and a large, slow model will take over only for their hardest parts. Your job is to \
+pick those parts.
+
+Select the most logically difficult parts of the trace: the steps where a weaker reasoner would most likely go \
+wrong, such as non-obvious deductions, key insights, setting up the right equation, delicate calculations, case \
+analyses, and checks that catch a mistake. Skip routine arithmetic, restatements of the problem and the final \
+summary. Together the selected parts should cover about {percent}% of the trace (about {n_chars} characters).
+"""
+
+SNIPPETS_TEMPLATE = _TASK + """
+Copy each selected part word for word from the trace as a short snippet (a phrase to a few sentences). Do not \
+paraphrase, shorten, correct, reformat or add anything: every snippet must occur in the trace exactly, character \
+for character. List the snippets in the order they occur. Write each snippet between two marker lines as shown, \
+and write nothing else:
+{snippet_open}
+a snippet copied verbatim from the trace
+{snippet_close}
+
+The trace:
+{trace_open}
+{trace}
+{trace_close}"""
+
+TAGGED_TEMPLATE = _TASK + """
+Return the whole trace unchanged, character for character, with {tag_open} written just before and {tag_close} \
+just after each selected part (parts never nest or overlap). Write the result between the marker lines \
+{trace_open} and {trace_close}, and write nothing else.
+
+The trace:
+{trace_open}
+{trace}
+{trace_close}"""
+
+_SNIPPET_RE = re.compile(
+    r"^[ \t]*" + re.escape(SNIPPET_OPEN) + r"[ \t]*\r?\n(.*?)\r?\n[ \t]*" + re.escape(SNIPPET_CLOSE) + r"[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+_TRACE_RE = re.compile(
+    r"^[ \t]*" + re.escape(TRACE_OPEN) + r"[ \t]*\n(.*)\n[ \t]*" + re.escape(TRACE_CLOSE) + r"[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    base_url: str  # OpenAI-compatible endpoint, e.g. "https://api.deepseek.com" or "http://127.0.0.1:8000/v1"
+    model: str
+    api_key_env: str | None = None  # NAME of the environment variable holding the key; None for keyless servers
+    target_fraction: float = 0.20  # share of the trace to select (PAPER_FACTS §4)
+    temperatures: tuple[float, ...] = (0.0, 0.3, 0.6)  # first request, then retries after unusable answers
+    max_response_tokens: int = 4096
+    response_format: Literal["snippets", "tagged"] = "snippets"
+    prompt_template: str | None = None  # None: SNIPPETS_TEMPLATE / TAGGED_TEMPLATE (same placeholders)
+    match: MatchConfig = field(default_factory=MatchConfig)
+
+    def __post_init__(self) -> None:
+        check_fraction("target_fraction", self.target_fraction)
+        if not self.temperatures or any(not 0.0 <= t <= 2.0 for t in self.temperatures):
+            raise ValueError(f"temperatures={self.temperatures}: expected a non-empty sequence of values in [0, 2]")
+        if self.response_format not in ("snippets", "tagged"):
+            raise ValueError(f"response_format={self.response_format!r}: expected 'snippets' or 'tagged'")
+        if self.max_response_tokens < 1:
+            raise ValueError(f"max_response_tokens={self.max_response_tokens}: expected >= 1")
+
+
+def parse_snippets(content: str) -> list[str]:
+    """The snippets fenced between marker lines (surrounding whitespace stripped, empty ones dropped)."""
+    return [s.strip() for s in _SNIPPET_RE.findall(content) if s.strip()]
+
+
+def parse_tagged(content: str) -> str | None:
+    """The tagged trace between the trace marker lines, or None."""
+    m = _TRACE_RE.search(content)
+    return None if m is None else m.group(1)
+
+
+def spans_from_tagged(tagged: str, original: str) -> tuple[tuple[int, int], ...]:
+    """Spans of a tagged copy of ``original``; failures: "text_altered", "malformed_tags", "no_spans"."""
+    if tags.strip_tags(tagged) != original:
+        raise AnnotationFailure("text_altered")
+    if not tags.check(tagged).balanced:
+        raise AnnotationFailure("malformed_tags")
+    found = tags.spans(tagged)
+    if any(s == e for s, e in found):
+        raise AnnotationFailure("malformed_tags")  # an empty <bigmodel></bigmodel> pair
+    if not found:
+        raise AnnotationFailure("no_spans")
+    return tuple(found)
+
+
+class _Unreadable(Exception):
+    """A reply that is not a chat completion."""
+
+
+class _Transient(Exception):
+    """A retryable transport fault: ``kind`` names it ("http_429", "timeout", "connection", …)."""
+
+    def __init__(self, kind: str, retry_after_s: float | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+def _field(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+def reply_text(response: Any) -> str:
+    """The assistant text of a chat completion ("" when the message has no content)."""
+    choices = _field(response, "choices")
+    if not isinstance(choices, list) or not choices:
+        raise _Unreadable
+    message = _field(choices[0], "message")
+    if message is None:
+        raise _Unreadable
+    content = _field(message, "content")
+    if content is not None and not isinstance(content, str):
+        raise _Unreadable
+    return content or ""
+
+
+def _retry_after_s(err: openai.APIStatusError) -> float | None:
+    value = err.response.headers.get("retry-after") if err.response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to the backoff schedule
+
+
+def backoff_s(attempt: int, retry: RetryPolicy, rng: random.Random, retry_after_s: float | None = None) -> float:
+    """Wait before retry number ``attempt + 1``: exponential, capped, jittered; at least a server's Retry-After."""
+    wait = min(retry.max_backoff_s, retry.backoff_s * 2**attempt) * (1.0 + retry.jitter * rng.random())
+    if retry_after_s is not None:
+        wait = max(wait, min(retry_after_s, retry.max_backoff_s))
+    return wait
+
+
+class LLMAnnotator:
+    name = "llm"
+
+    def __init__(self, cfg: LLMConfig, client: Any = None) -> None:
+        self.cfg = cfg
+        self._client = client if client is not None else openai.OpenAI(
+            base_url=cfg.base_url, api_key=_api_key(cfg.api_key_env), max_retries=0)
+
+    @property
+    def template(self) -> str:
+        default = SNIPPETS_TEMPLATE if self.cfg.response_format == "snippets" else TAGGED_TEMPLATE
+        return self.cfg.prompt_template or default
+
+    def prompt(self, trace: str) -> str:
+        return self.template.format(
+            trace=trace, percent=round(100 * self.cfg.target_fraction),
+            n_chars=round(self.cfg.target_fraction * len(trace)),
+            snippet_open=SNIPPET_OPEN, snippet_close=SNIPPET_CLOSE, trace_open=TRACE_OPEN, trace_close=TRACE_CLOSE,
+            tag_open=tags.OPEN, tag_close=tags.CLOSE)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = dataclasses.asdict(self.cfg)
+        cfg.pop("prompt_template")
+        cfg["prompt_sha256"] = hashlib.sha256(self.template.encode()).hexdigest()[:16]
+        return {"name": self.name, **cfg}
+
+    def annotate(self, row: Row, retry: RetryPolicy) -> Annotation:
+        text = row["trace"]
+        prompt = self.prompt(text)
+        rng = random.Random(f"{retry.seed}:{row['id']}")
+        failure = AnnotationFailure("no_snippets")
+        for n, temperature in enumerate(self.cfg.temperatures, 1):
+            content = self._complete(prompt, temperature, retry, rng)
+            try:
+                spans, details = self._read(content, text)
+            except AnnotationFailure as f:
+                log.info("trace %s: %s at temperature %s", row["id"], f.reason, temperature)
+                failure = f
+                continue
+            return Annotation(spans=spans, details={**details, "temperature": temperature, "answers": n})
+        raise AnnotationFailure(failure.reason, **failure.details, answers=len(self.cfg.temperatures))
+
+    def _read(self, content: str, text: str) -> tuple[tuple[tuple[int, int], ...], dict[str, Any]]:
+        if self.cfg.response_format == "tagged":
+            tagged = parse_tagged(content)
+            if tagged is None:
+                raise AnnotationFailure("no_tagged_trace")
+            return spans_from_tagged(tagged, text), {}
+        snippets = parse_snippets(content)
+        if not snippets:
+            raise AnnotationFailure("no_snippets")
+        found = locate_snippets(snippets, text, self.cfg.match)
+        if not found.spans:
+            raise AnnotationFailure("snippet_not_found", n_snippets=len(snippets))
+        ratios = [m.ratio for m in found.matches if m is not None]
+        details = {"n_snippets": len(snippets), "n_found": found.n_found,
+                   "n_refined": sum(1 for m in found.matches if m is not None and m.refined),
+                   "min_match_ratio": round(min(ratios), 4)}
+        return tuple(found.spans), details
+
+    def _complete(self, prompt: str, temperature: float, retry: RetryPolicy, rng: random.Random) -> str:
+        """One answer, retrying transport faults; raises AnnotationFailure("<kind>_exhausted" / "http_<status>")."""
+        for attempt in range(retry.max_retries + 1):
+            try:
+                return self._request(prompt, temperature, retry.timeout_s)
+            except _Transient as fault:
+                if attempt == retry.max_retries:
+                    reason = fault.kind if fault.kind == "malformed_response" else f"{fault.kind}_exhausted"
+                    raise AnnotationFailure(reason, requests=attempt + 1) from None
+                wait = backoff_s(attempt, retry, rng, fault.retry_after_s)
+                log.debug("%s; retry %d in %.2f s", fault.kind, attempt + 1, wait)
+                retry.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _request(self, prompt: str, temperature: float, timeout_s: float) -> str:
+        """The reply text; raises _Transient for retryable faults, AnnotationFailure for other HTTP errors."""
+        try:
+            response = self._client.chat.completions.create(
+                model=self.cfg.model, messages=[{"role": "user", "content": prompt}], temperature=temperature,
+                max_tokens=self.cfg.max_response_tokens, timeout=timeout_s)
+            return reply_text(response)
+        except openai.APITimeoutError:
+            raise _Transient("timeout") from None
+        except openai.APIConnectionError:
+            raise _Transient("connection") from None
+        except openai.APIStatusError as err:
+            if err.status_code < 500 and err.status_code not in RETRYABLE_STATUS:
+                raise AnnotationFailure(f"http_{err.status_code}") from None
+            raise _Transient(f"http_{err.status_code}", _retry_after_s(err)) from None
+        except (_Unreadable, json.JSONDecodeError, openai.APIResponseValidationError):
+            raise _Transient("malformed_response") from None
+
+
+def _api_key(env_name: str | None) -> str:
+    if env_name is None:
+        return "EMPTY"  # keyless servers (a local vLLM) still need a non-empty string
+    key = os.environ.get(env_name)
+    if not key:
+        raise ValueError(f"api_key_env={env_name!r}: the environment variable {env_name} is not set; export it "
+                         "(keys are read from the environment only, never from parameters or files)")
+    return key
+
+
+@register("llm")
+def make_llm(preset: str | None = None, client: Any = None, **params: Any) -> LLMAnnotator:
+    """``get_annotator("llm", preset="paper")`` or explicit ``base_url``/``model``/``api_key_env``/…;
+    ``client`` replaces the OpenAI client (anything with ``chat.completions.create``)."""
+    if preset is not None and preset not in LLM_PRESETS:
+        raise KeyError(f"unknown llm preset {preset!r}; available: {', '.join(sorted(LLM_PRESETS))}")
+    merged = {**LLM_PRESETS.get(preset or "", {}), **params}
+    for key in ("base_url", "model"):
+        if not merged.get(key):
+            raise ValueError(f"llm annotator needs {key!r} (or preset='paper')")
+    if isinstance(merged.get("match"), Mapping):
+        merged["match"] = build_config(MatchConfig, merged["match"], "llm annotator 'match'")
+    if "temperatures" in merged:
+        merged["temperatures"] = tuple(merged["temperatures"])
+    return LLMAnnotator(build_config(LLMConfig, merged, "llm annotator"), client=client)
