@@ -40,6 +40,9 @@ class Trace:
     finish: Finish  # how the whole generation ended ("eos" or "length")
     wall_s: float
     policy: str = "split"
+    # notable events in order: {"kind": "rejected_request" | "dropped_tag", "model", "at_token", ...}; a
+    # "dropped_tag" is a control tag written where the protocol has none (removed from the generation)
+    events: tuple[dict, ...] = ()
 
     # -- derived totals -------------------------------------------------------------------------------
     def tokens(self, model: Model) -> int:
@@ -92,4 +95,4 @@ class Trace:
     @classmethod
     def from_json(cls, row: dict) -> Trace:
         segs = tuple(Segment(**{**s, "token_ids": tuple(s["token_ids"])}) for s in row["segments"])
-        return cls(**{**row, "segments": segs})
+        return cls(**{**row, "segments": segs, "events": tuple(row.get("events", ()))})

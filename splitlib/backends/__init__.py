@@ -1,0 +1,66 @@
+"""Model backends for the cooperative decoder: ``hf`` (transformers), ``vllm`` (in-process engine), ``openai``
+(any OpenAI-compatible completions server). See ``base`` for the protocol.
+
+    small = load_backend("hf", "outputs/toy/models/small")
+    big = load_backend("openai", "my-32b", base_url="http://gpu-node:8000/v1", tokenizer="deepseek-ai/...")
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Literal, get_args
+
+from splitlib.backends.base import (
+    GREEDY,
+    Backend,
+    BackendError,
+    BackendUnreachable,
+    BaseSession,
+    Counters,
+    Decode,
+    Done,
+    ModelNotFoundError,
+    PromptTooLongError,
+    Sampling,
+    Score,
+    Scored,
+    Session,
+    check_prompt,
+    run_ops,
+)
+
+BackendKind = Literal["hf", "vllm", "openai"]
+
+__all__ = [
+    "GREEDY", "Backend", "BackendError", "BackendKind", "BackendUnreachable", "BaseSession", "Counters", "Decode",
+    "Done", "ModelNotFoundError", "PromptTooLongError", "Sampling", "Score", "Scored", "Session", "check_prompt",
+    "load_backend", "run_ops",
+]
+
+
+def _loader(kind: str):
+    if kind == "hf":
+        from splitlib.backends.hf import HFBackend
+
+        return HFBackend.load
+    if kind == "vllm":
+        from splitlib.backends.vllm_engine import VLLMBackend
+
+        return VLLMBackend.load
+    if kind == "openai":
+        from splitlib.backends.openai_server import OpenAIBackend
+
+        return OpenAIBackend.load
+    raise ValueError(f"backend {kind!r}: expected one of {', '.join(get_args(BackendKind))}")
+
+
+def load_backend(kind: BackendKind, model_dir_or_id: str | None, **opts) -> Backend:
+    """Load a backend. ``opts`` are the chosen loader's keyword arguments (unknown ones are refused by name)."""
+    load = _loader(kind)
+    params = inspect.signature(load).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(opts) - set(params))
+    if unknown and not takes_any:
+        allowed = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
+        raise TypeError(f"{kind} backend: unknown option(s) {unknown}; allowed: {allowed}")
+    return load(model_dir_or_id, **opts)
