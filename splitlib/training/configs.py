@@ -1,0 +1,180 @@
+"""TRL config builders: one preset per profile (``paper``, ``toy``, ``smoke``), device-safe flags, user overrides.
+
+Order of precedence: preset < device flags < overrides. The device flags are the ones ENV_NOTES requires on CPU
+(``use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none"``); on a GPU, bf16 where supported.
+``global_batch_size`` is not a TRL field: it becomes ``gradient_accumulation_steps`` for the current world size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from transformers import PrinterCallback, Trainer
+from trl import GRPOConfig, SFTConfig
+
+Preset = Literal["paper", "toy", "smoke"]
+Device = Literal["auto", "cpu", "cuda"]
+
+# PAPER_FACTS §5. The paper trained on conversational data with the loss over the whole sequence; our datasets are
+# prompt/completion, so the paper preset turns completion-only loss off to keep the prompt in the loss as well.
+SFT_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "num_train_epochs": 3,
+        "learning_rate": 5e-5,
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr_rate": 0.1},  # cosine floor at 0.1 x LR
+        "warmup_steps": 0.05,  # a float in [0, 1) is a ratio of the total steps
+        "global_batch_size": 64,  # 8 x A6000
+        "per_device_train_batch_size": 1,
+        "packing": True,
+        "max_length": 16384,
+        "completion_only_loss": False,  # "loss over the whole sequence"
+        "gradient_checkpointing": True,  # needed for 16k packed sequences of a 1.5B model (off on CPU)
+        "logging_steps": 10,
+        "save_strategy": "no",
+    },
+    "toy": {
+        "num_train_epochs": 3,
+        "learning_rate": 1e-3,
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+        "warmup_steps": 0.05,
+        "global_batch_size": 32,
+        "per_device_train_batch_size": 32,
+        "max_length": 512,
+        "logging_steps": 5,
+        "save_strategy": "no",
+    },
+    "smoke": {
+        "max_steps": 2,
+        "learning_rate": 1e-3,
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+        "global_batch_size": 2,
+        "per_device_train_batch_size": 2,
+        "max_length": 256,
+        "logging_steps": 1,
+        "save_strategy": "no",
+    },
+}
+
+# PAPER_FACTS §6. The per-device batch is not stated in the paper: one group of 14 completions per device per step.
+GRPO_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "num_train_epochs": 1,
+        "learning_rate": 1e-6,
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+        "warmup_steps": 0.1,
+        "temperature": 0.7,
+        "top_k": 50,
+        "max_completion_length": 2048,
+        "beta": 0.04,
+        "epsilon": 0.2,
+        "num_generations": 14,
+        "per_device_train_batch_size": 14,
+        "use_vllm": True,  # rollouts by vLLM (paper mode on a GPU; dropped on CPU and in offload mode)
+        "gradient_checkpointing": True,
+        "logging_steps": 1,
+        "save_strategy": "no",
+    },
+    "toy": {
+        "num_train_epochs": 1,
+        "learning_rate": 5e-5,
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+        "warmup_steps": 0.1,
+        "temperature": 0.7,
+        "top_k": 50,
+        "max_completion_length": 192,
+        "beta": 0.04,
+        "epsilon": 0.2,
+        "num_generations": 8,
+        "per_device_train_batch_size": 16,
+        "logging_steps": 1,
+        "save_strategy": "no",
+    },
+    "smoke": {
+        "max_steps": 2,
+        "learning_rate": 1e-4,
+        "temperature": 0.7,
+        "top_k": 50,
+        "max_completion_length": 24,
+        "beta": 0.04,
+        "epsilon": 0.2,
+        "num_generations": 2,
+        "per_device_train_batch_size": 4,  # 2 prompts x 2 generations
+        "logging_steps": 1,
+        "save_strategy": "no",
+    },
+}
+
+
+def on_gpu(device: Device = "auto") -> bool:
+    """Whether training runs on CUDA: ``auto`` follows ``torch.cuda.is_available()``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={device!r}: expected 'auto', 'cpu' or 'cuda'")
+    return torch.cuda.is_available() if device == "auto" else device == "cuda"
+
+
+def device_flags(device: Device = "auto") -> dict[str, Any]:
+    """Flags that keep TRL fast and valid on the device: CPU needs them all (ENV_NOTES, "TRL on CPU")."""
+    if on_gpu(device):
+        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "report_to": "none"}
+    return {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": "none"}
+
+
+def world_size() -> int:
+    """Processes taking part in training (accelerate/torchrun set ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _gradient_accumulation(global_batch_size: int, per_device: int, n_processes: int) -> int:
+    per_step = per_device * n_processes
+    if global_batch_size < per_step or global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size={global_batch_size}: expected a multiple of per_device_train_batch_size x processes "
+            f"= {per_device} x {n_processes}; change one of them"
+        )
+    return global_batch_size // per_step
+
+
+def _merge(presets: Mapping[str, Mapping[str, Any]], preset: str, device: Device, overrides: Mapping[str, Any]) -> dict:
+    if preset not in presets:
+        raise ValueError(f"preset={preset!r}: expected one of {', '.join(presets)}")
+    merged = {**presets[preset], **device_flags(device), **overrides}
+    global_batch = merged.pop("global_batch_size", None)
+    if global_batch is not None and "gradient_accumulation_steps" not in overrides:
+        merged["gradient_accumulation_steps"] = _gradient_accumulation(
+            global_batch, merged.get("per_device_train_batch_size", 8), world_size()
+        )
+    return merged
+
+
+def _build(cls: type, kwargs: dict[str, Any]) -> Any:
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # an unknown key: name it and where the valid ones are
+        raise ValueError(f"{cls.__name__}: {err}; valid keys are the fields of trl.{cls.__name__}") from err
+
+
+def sft_config(preset: Preset = "toy", device: Device = "auto", **overrides: Any) -> SFTConfig:
+    """A ``trl.SFTConfig`` from a preset, the device's safe flags and ``overrides`` (any SFTConfig field)."""
+    return _build(SFTConfig, _merge(SFT_PRESETS, preset, device, overrides))
+
+
+def grpo_config(preset: Preset = "toy", device: Device = "auto", **overrides: Any) -> GRPOConfig:
+    """A ``trl.GRPOConfig`` from a preset, the device's safe flags and ``overrides`` (any GRPOConfig field)."""
+    kwargs = _merge(GRPO_PRESETS, preset, device, overrides)
+    if not on_gpu(device) and "use_vllm" not in overrides:
+        kwargs["use_vllm"] = False  # vLLM on CPU works (ENV_NOTES) but only when asked for explicitly
+    return _build(GRPOConfig, kwargs)
+
+
+def quiet(trainer: Trainer, progress: bool) -> None:
+    """Without progress bars the Trainer prints every log row; library code does not print (the logs are returned)."""
+    if not progress:
+        trainer.remove_callback(PrinterCallback)

@@ -1,0 +1,171 @@
+"""GRPO ("RL4E", PAPER_FACTS §6) with ``trl.GRPOTrainer``, in two rollout modes.
+
+- ``paper``: the small model alone samples the rollouts (TRL's own generation), as in the paper, whose stated
+  limitation is that the accuracy reward is then not the deployed system's accuracy.
+- ``offload``: the project's contribution: rollouts run the cooperative decoder with the current policy as the
+  small model and the frozen big model taking the offloaded spans (``splitlib.training.rollout``); the big model's
+  tokens are left out of the loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from trl import GRPOTrainer
+
+from splitlib import prompts, rewards
+from splitlib.training.configs import grpo_config, quiet
+from splitlib.training.rollout import OffloadRollout, RolloutProblem
+from splitlib.training.tokens import require_control_tokens, trl_prompt_text
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["paper", "offload"]
+MODES = ("paper", "offload")
+
+
+def _field(problem: Any, *names: str) -> Any:
+    for name in names:
+        value = problem.get(name) if isinstance(problem, Mapping) else getattr(problem, name, None)
+        if value is not None:
+            return value
+    raise KeyError(f"problem {problem!r:.80} has none of {names}")
+
+
+def grpo_dataset(problems: Sequence[Any], tokenizer: PreTrainedTokenizerBase) -> Dataset:
+    """``{"prompt": small-role prompt text (with the hint), "solution": gold answer}`` per problem.
+
+    A problem is a ``splitlib.toy.Problem`` or a mapping with ``question`` and ``answer`` (or ``solution``).
+    """
+    if not problems:
+        raise ValueError("no GRPO problems: check data/train.jsonl (notebooks/00_models.ipynb writes it)")
+    rows = [
+        {
+            "prompt": trl_prompt_text(tokenizer, prompts.build_prompt(tokenizer, _field(p, "question"), "small")),
+            "solution": str(_field(p, "answer", "solution")),
+        }
+        for p in problems
+    ]
+    return Dataset.from_list(rows)
+
+
+def rollout_problems(problems: Sequence[Any], dataset: Dataset) -> dict[str, RolloutProblem]:
+    """Dataset prompt text -> question and gold answer (TRL hands the rollout function only the prompts)."""
+    return {
+        row["prompt"]: RolloutProblem(question=_field(p, "question"), solution=row["solution"])
+        for p, row in zip(problems, dataset, strict=True)
+    }
+
+
+def reward_functions(names: Sequence[str]) -> list:
+    """The registered rewards, looked up by name (``splitlib.rewards``)."""
+    if not names:
+        raise ValueError(f"no reward names; pick from {', '.join(rewards.available())}")
+    return [rewards.get_reward(n) for n in names]
+
+
+def step_logs(log_history: Sequence[Mapping[str, Any]], rollout_history: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """One row per logged training step: TRL's metrics plus, in offload mode, that step's rollout statistics.
+
+    A rollout made at ``global_step`` s feeds the optimizer step logged as s + 1.
+    """
+    by_step = {r["step"] + 1: r for r in rollout_history}
+    rows = []
+    for row in log_history:
+        if "loss" not in row or "step" not in row:
+            continue
+        extra = {f"rollout/{k}": v for k, v in by_step.get(row["step"], {}).items() if k != "step"}
+        rows.append({**row, **extra})
+    return rows
+
+
+def _same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
+def build_offload_rollout(
+    problems: Sequence[Any],
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    big_dir: str | Path,
+    rollout_params: Mapping[str, Any],
+    run_seed: int,
+) -> OffloadRollout:
+    """The offload ``rollout_func``: the engine with the frozen big model in ``big_dir``."""
+    from splitlib.training.engine import engine_decode_fn  # the decoder is only needed in offload mode
+
+    big_tokenizer = AutoTokenizer.from_pretrained(big_dir)
+    decode_fn = engine_decode_fn(big_dir, **rollout_params)
+    return OffloadRollout(
+        rollout_problems(problems, dataset), decode_fn, _same_tokenizer(tokenizer, big_tokenizer), run_seed=run_seed
+    )
+
+
+def run_grpo(
+    model_dir: str | Path,
+    big_dir: str | Path | None,
+    problems: Sequence[Any],
+    out_dir: str | Path,
+    mode: Mode = "paper",
+    reward_names: Sequence[str] = ("paper",),
+    reward_weights: Sequence[float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict:
+    """GRPO from the model in ``model_dir`` (its tokenizer must have the control tokens); saves to ``out_dir``.
+
+    ``params``: ``preset`` (paper/toy/smoke), ``device``, ``rollout`` (offload mode: keyword arguments of
+    ``splitlib.training.engine.engine_decode_fn`` — policy, decoder settings) and any ``trl.GRPOConfig`` field.
+    Returns metrics: per-step logs (TRL's rewards per function, completion lengths, loss; in offload mode the
+    step's mean offload fraction and accuracy under ``rollout/``), measured wall seconds, steps.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
+    if mode == "offload" and big_dir is None:
+        raise ValueError("mode='offload' needs big_dir (the frozen big model)")
+    params = dict(params or {})
+    preset, device = params.pop("preset", "toy"), params.pop("device", "auto")
+    rollout_params = params.pop("rollout", {})
+    if mode == "offload":
+        params.setdefault("use_vllm", False)  # the policy decodes through the engine's hf backend
+    if reward_weights is not None:
+        params["reward_weights"] = list(reward_weights)
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    require_control_tokens(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    dataset = grpo_dataset(problems, tokenizer)
+    args = grpo_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
+    rollout = None
+    if mode == "offload":
+        rollout = build_offload_rollout(problems, dataset, tokenizer, big_dir, rollout_params, args.seed)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_functions(reward_names),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rollout_func=rollout,
+    )
+    quiet(trainer, progress)
+    start = time.perf_counter()
+    result = trainer.train()
+    wall_s = time.perf_counter() - start
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(out_dir)
+    log.info("GRPO (%s): %d steps in %.1f s", mode, result.global_step, wall_s)
+    return {
+        "mode": mode,
+        "steps": step_logs(trainer.state.log_history, rollout.history if rollout else []),
+        "train_loss": result.training_loss,
+        "global_steps": result.global_step,
+        "train_wall_s": wall_s,
+        "reward_names": list(reward_names),
+        "model_dir": str(out_dir),
+    }

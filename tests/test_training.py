@@ -1,0 +1,479 @@
+"""splitlib.training: control tokens, SFT/GRPO datasets and configs, tag usage, the offload rollout's ids and mask,
+TRL's loss mask built from them, and short real SFT/GRPO runs on tiny models (CPU, seconds each)."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from trl import GRPOTrainer
+
+from splitlib import prompts, rewards, tags
+from splitlib.backends.testing import SteeredHFBackend
+from splitlib.toy.models import ToyModelConfig, build_model
+from splitlib.toy.tokenizer import BOS, EOS, PAD
+from splitlib.trace import Segment, Trace
+from splitlib.training import (
+    completion_from_trace,
+    ensure_control_tokens,
+    grpo_config,
+    grpo_dataset,
+    rollout_seed,
+    run_grpo,
+    run_sft,
+    sft_config,
+    sft_dataset,
+    step_logs,
+    tag_usage,
+)
+from splitlib.training.engine import engine_decode_fn
+from splitlib.training.grpo import rollout_problems
+from splitlib.training.rollout import OffloadRollout, generation_indices, policy_logprobs, prompt_token_ids
+
+TINY = ToyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+
+
+def tagged(problem) -> str:
+    return tags.apply_spans(problem.trace, list(problem.hard_spans))
+
+
+def annotated_rows(problems, n: int) -> list[dict]:
+    return [{"id": p.id, "question": p.question, "annotated": tagged(p)} for p in problems[:n]]
+
+
+def state_snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], after_dir) -> bool:
+    after = AutoModelForCausalLM.from_pretrained(after_dir).state_dict()
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+# -- control tokens ---------------------------------------------------------------------------------------------
+def tokenizer_without_tags() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=[BOS, EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(["A: 4+1=5, code 5>2", "bigmodel tags are not in here"] * 10, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def test_ensure_control_tokens_is_a_noop_for_the_toy_tokenizer(toy_tokenizer) -> None:
+    model = build_model(TINY, toy_tokenizer, seed=0)
+    rows, size = model.get_input_embeddings().num_embeddings, len(toy_tokenizer)
+    assert ensure_control_tokens(toy_tokenizer, model) == []
+    assert (len(toy_tokenizer), model.get_input_embeddings().num_embeddings) == (size, rows)
+
+
+def test_ensure_control_tokens_adds_missing_tags_as_single_non_special_ids() -> None:
+    tok = tokenizer_without_tags()
+    model = build_model(TINY, tok, seed=0)
+    assert len(tok(tags.OPEN, add_special_tokens=False)["input_ids"]) > 1
+    assert ensure_control_tokens(tok, model) == list(tags.TAGS)
+    assert model.get_input_embeddings().num_embeddings == len(tok)
+    text = "x" + tags.OPEN + " code 5>2" + tags.CLOSE
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    for tag in tags.TAGS:
+        assert ids.count(tok.convert_tokens_to_ids(tag)) == 1
+        assert tag not in tok.all_special_tokens
+    assert tok.decode(ids, skip_special_tokens=True) == text  # survives the detokenization vLLM does
+    assert ensure_control_tokens(tok, model) == []  # second call: nothing left to add
+
+
+def test_ensure_control_tokens_rejects_tags_registered_as_special() -> None:
+    tok = tokenizer_without_tags()
+    tok.add_special_tokens({"additional_special_tokens": [tags.OPEN, tags.CLOSE]})
+    with pytest.raises(ValueError, match="special tokens"):
+        ensure_control_tokens(tok)
+
+
+# -- SFT data, configs, tag usage -------------------------------------------------------------------------------
+def test_sft_dataset_prompt_has_the_hint_and_completion_ends_with_eos(toy_problems, toy_tokenizer) -> None:
+    ds = sft_dataset(annotated_rows(toy_problems, 3), toy_tokenizer)
+    assert ds.column_names == ["prompt", "completion"]
+    row, problem = ds[0], toy_problems[0]
+    assert row["prompt"] == prompts.build_prompt(toy_tokenizer, problem.question, "small")
+    assert tags.HINT in row["prompt"] and row["prompt"].endswith("<think>\n")
+    assert row["completion"] == tagged(problem) + toy_tokenizer.eos_token
+    ids = toy_tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+    n_spans = len(problem.hard_spans)
+    assert ids.count(toy_tokenizer.convert_tokens_to_ids(tags.OPEN)) == n_spans
+    assert ids.count(toy_tokenizer.convert_tokens_to_ids(tags.CLOSE)) == n_spans
+    assert ids[-1] == toy_tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "error"),
+    [
+        ({"id": "x", "question": "q", "annotated": "a" + tags.OPEN + "b"}, "malformed tags"),
+        ({"id": "x", "question": "q"}, "expected 'question' and 'annotated'"),
+    ],
+)
+def test_sft_dataset_rejects_bad_rows(toy_tokenizer, bad_row, error) -> None:
+    with pytest.raises((ValueError, KeyError), match=error):
+        sft_dataset([bad_row], toy_tokenizer)
+
+
+def test_tag_usage_counts_figure8_statistics() -> None:
+    gens = [
+        "aaaa" + tags.OPEN + "bbbb" + tags.CLOSE,  # 50 % offloaded, one span
+        "no tags at all",
+        tags.OPEN + "cc" + tags.CLOSE + "dd" + tags.OPEN + "ee" + tags.CLOSE + "ff",  # 50 %, two spans
+        "unclosed " + tags.OPEN + "tail",
+    ]
+    usage = tag_usage(gens)
+    assert usage["n"] == 4
+    assert usage["balanced_fraction"] == 0.75
+    assert usage["no_tags_fraction"] == 0.25
+    assert usage["offload_char_fraction_mean"] == pytest.approx((0.5 + 0 + 0.5 + 0) / 4)
+    assert usage["offload_char_fraction_median"] == pytest.approx(0.25)
+    assert usage["tags_per_sample_mean"] == statistics.fmean([1, 0, 2, 1])
+
+
+def test_sft_paper_preset_matches_the_paper_and_stays_cpu_safe() -> None:
+    cfg = sft_config("paper", device="cpu", output_dir="unused")
+    assert (cfg.num_train_epochs, cfg.learning_rate, cfg.lr_scheduler_type) == (3, 5e-5, "cosine_with_min_lr")
+    assert cfg.lr_scheduler_kwargs == {"min_lr_rate": 0.1} and cfg.warmup_steps == 0.05
+    assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps == 64
+    assert cfg.packing and cfg.max_length == 16384 and not cfg.completion_only_loss
+    assert (cfg.use_cpu, cfg.bf16, cfg.gradient_checkpointing, cfg.report_to) == (True, False, False, [])
+
+
+def test_config_builders_reject_unknown_keys_and_bad_batches() -> None:
+    with pytest.raises(ValueError, match="valid keys"):
+        sft_config("smoke", device="cpu", not_a_field=1)
+    with pytest.raises(ValueError, match="global_batch_size=10"):
+        sft_config("smoke", device="cpu", global_batch_size=10, per_device_train_batch_size=4)
+    with pytest.raises(ValueError, match="preset='big'"):
+        grpo_config("big")
+
+
+def test_grpo_paper_preset_matches_the_paper() -> None:
+    cfg = grpo_config("paper", device="cpu", output_dir="unused")
+    assert (cfg.learning_rate, cfg.lr_scheduler_kwargs, cfg.warmup_steps) == (1e-6, {"min_lr_rate": 0.1}, 0.1)
+    assert (cfg.temperature, cfg.top_k, cfg.max_completion_length) == (0.7, 50, 2048)
+    assert (cfg.beta, cfg.epsilon, cfg.num_generations) == (0.04, 0.2, 14)
+    assert not cfg.use_vllm  # vLLM only on a GPU unless asked for
+
+
+def test_grpo_dataset_has_plain_text_prompts_and_solutions(toy_problems, toy_tokenizer) -> None:
+    ds = grpo_dataset(toy_problems[:2], toy_tokenizer)
+    assert ds.column_names == ["prompt", "solution"]
+    assert ds[1] == {
+        "prompt": prompts.build_prompt(toy_tokenizer, toy_problems[1].question, "small"),
+        "solution": toy_problems[1].answer,
+    }
+
+
+# -- the offload rollout: ids and env_mask from a trace -----------------------------------------------------------
+def segment(model: str, ids: list[int], text: str, finish: str) -> Segment:
+    return Segment(
+        model=model,
+        token_ids=tuple(ids),
+        text=text,
+        prefill_tokens=0,
+        decode_tokens=len(ids),
+        discarded_tokens=0,
+        check_tokens=0,
+        wall_s=0.0,
+        finish=finish,
+    )
+
+
+def hand_trace(tok, big_text: str = " code 0>6", big_finish: str = "takeback", big_tok=None) -> Trace:
+    """small "… 7+3=0,<bigmodel>" | big " code 0>6" | small "</bigmodel>\\nD: …\\boxed{6}" then EOS."""
+    big_tok = big_tok or tok
+    parts = [
+        ("small", "A: 4+1=5\nB: 5+2=7\nC: 7+3=0," + tags.OPEN, "handoff"),
+        ("big", big_text, big_finish),
+        ("small", tags.CLOSE + "\nD: 6+4=0\nAnswer: \\boxed{0}", "eos"),
+    ]
+    segs = tuple(
+        segment(m, (big_tok if m == "big" else tok)(t, add_special_tokens=False)["input_ids"], t, f)
+        for m, t, f in parts
+    )
+    return Trace(
+        segments=segs,
+        text="".join(t for _, t, _ in parts),
+        prompt_tokens={"small": 10, "big": 9},
+        handoffs=1,
+        rejected_requests=0,
+        finish="eos",
+        wall_s=0.0,
+    )
+
+
+def test_completion_from_trace_masks_big_tokens_and_keeps_control_tokens(toy_tokenizer) -> None:
+    tok = toy_tokenizer
+    trace = hand_trace(tok)
+    close_id, open_id = (tok.convert_tokens_to_ids(t) for t in (tags.CLOSE, tags.OPEN))
+    done = completion_from_trace(trace, tok, same_tokenizer=True, close_id=close_id)
+    small1, big, small2 = (list(s.token_ids) for s in trace.segments)
+    assert list(done.ids) == small1 + big + small2 + [tok.eos_token_id]
+    assert list(done.env_mask) == [1] * len(small1) + [0] * len(big) + [1] * len(small2) + [1]
+    assert done.ids[len(small1) - 1] == open_id and done.env_mask[len(small1) - 1] == 1
+    assert done.ids[len(small1) + len(big)] == close_id and done.env_mask[len(small1) + len(big)] == 1
+    assert tok.decode(done.ids, skip_special_tokens=True) == trace.text
+
+
+def test_completion_from_trace_retokenizes_a_different_big_tokenizer(toy_tokenizer) -> None:
+    other = tokenizer_without_tags()  # a big model with another vocabulary: its ids mean nothing to the small one
+    trace = hand_trace(toy_tokenizer, big_tok=other)
+    close_id = toy_tokenizer.convert_tokens_to_ids(tags.CLOSE)
+    done = completion_from_trace(trace, toy_tokenizer, same_tokenizer=False, close_id=close_id)
+    big_in_small = toy_tokenizer(" code 0>6", add_special_tokens=False)["input_ids"]
+    n_small1 = len(trace.segments[0].token_ids)
+    assert list(done.ids[n_small1 : n_small1 + len(big_in_small)]) == big_in_small
+    assert done.env_mask.count(0) == len(big_in_small)
+    assert toy_tokenizer.decode(done.ids, skip_special_tokens=True) == trace.text
+
+
+def test_completion_from_trace_masks_a_closer_forced_by_the_offload_cap(toy_tokenizer) -> None:
+    trace = hand_trace(toy_tokenizer, big_finish="offload_cap")
+    close_id = toy_tokenizer.convert_tokens_to_ids(tags.CLOSE)
+    done = completion_from_trace(trace, toy_tokenizer, same_tokenizer=True, close_id=close_id)
+    at = done.ids.index(close_id)
+    assert done.env_mask[at] == 0 and done.env_mask[at + 1] == 1
+
+
+def test_completion_from_trace_closes_a_span_cut_short_by_eos_outside_the_loss(toy_tokenizer) -> None:
+    tok = toy_tokenizer
+    full = hand_trace(tok)
+    segs = (full.segments[0], dataclasses.replace(full.segments[1], finish="eos"))
+    trace = dataclasses.replace(full, segments=segs, text=segs[0].text + segs[1].text + tags.CLOSE)
+    close_id = tok.convert_tokens_to_ids(tags.CLOSE)
+    done = completion_from_trace(trace, tok, same_tokenizer=True, close_id=close_id)
+    assert done.ids[-2:] == (close_id, tok.eos_token_id) and done.env_mask[-2:] == (0, 0)
+    assert tok.decode(done.ids, skip_special_tokens=True) == trace.text
+
+
+def test_rollout_seeds_are_stable_and_distinct_per_prompt_generation_and_step() -> None:
+    assert generation_indices(["a", "a", "b", "b", "a"]) == [0, 1, 0, 1, 2]
+    seeds = {rollout_seed(0, s, 0, q, g) for s in (0, 1) for q in ("a", "b") for g in (0, 1)}
+    assert len(seeds) == 8
+    assert rollout_seed(0, 3, 0, "a", 1) == rollout_seed(0, 3, 0, "a", 1)
+
+
+def test_policy_logprobs_match_a_manual_softmax(tiny_models) -> None:
+    model = tiny_models["small"]
+    p, c = [1, 2, 3], [4, 5]
+    (got,) = policy_logprobs(model, [p], [c], temperature=0.7)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([p + c])).logits[0] / 0.7
+    want = [torch.log_softmax(logits[i], -1)[t].item() for i, t in zip((2, 3), c, strict=True)]
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_step_logs_join_rollout_stats_to_the_step_they_trained() -> None:
+    history = [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 2}, {"train_runtime": 3.0, "step": 2}]
+    rows = step_logs(history, [{"step": 0, "accuracy": 0.5}, {"step": 1, "accuracy": 1.0}])
+    assert [r["rollout/accuracy"] for r in rows] == [0.5, 1.0] and len(rows) == 2
+
+
+# -- THE MASKING TEST: TRL's loss never sees the big model's tokens ------------------------------------------------
+def by_position(completions: list, **kwargs) -> list[float]:
+    """A reward that differs inside every group, so every advantage is non-zero."""
+    return [float(i) for i in range(len(completions))]
+
+
+BIG_TEXTS = (" code 0>6", " code 1>2, then 3")
+
+
+def scripted_decode(questions, model, tokenizer, seeds, sampling) -> list[Trace]:
+    """The engine's place in the rollout, scripted: alternating big spans of different lengths."""
+    return [
+        dataclasses.replace(
+            hand_trace(tokenizer, big_text=BIG_TEXTS[i % 2]),
+            prompt_tokens={"small": len(prompt_token_ids(tokenizer, q))},
+        )
+        for i, q in enumerate(questions)
+    ]
+
+
+REWARD_KWARGS: list[dict] = []
+
+
+def records_kwargs(completions: list, **kwargs) -> list[float]:
+    REWARD_KWARGS.append(kwargs)
+    return [0.0] * len(completions)
+
+
+def test_trl_loss_mask_and_gradient_leave_out_exactly_the_big_model_tokens(
+    tiny_model_dirs, toy_problems, toy_tokenizer, tmp_path
+) -> None:
+    tok = toy_tokenizer
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["small"])
+    dataset = grpo_dataset(toy_problems[:2], tok)
+    rollout = OffloadRollout(rollout_problems(toy_problems[:2], dataset), scripted_decode, same_tokenizer=True)
+    args = grpo_config("smoke", device="cpu", output_dir=str(tmp_path), beta=0.04)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[by_position, records_kwargs],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        rollout_func=rollout,
+    )
+    trainer.model.train()
+    REWARD_KWARGS.clear()
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))  # rollout + rewards, as a step does
+
+    # 0. the rewards got each completion's trace and offload fraction
+    (seen,) = REWARD_KWARGS
+    assert len(seen["traces"]) == len(seen["offload_fraction"]) == 4
+    assert Trace.from_json(seen["traces"][0]).offload_char_fraction == seen["offload_fraction"][0] > 0
+
+    # 1. the loss mask TRL built from env_mask: 0 exactly on the big model's tokens, 1 on both control tokens
+    close_id = tok.convert_tokens_to_ids(tags.CLOSE)
+    expected = {}
+    for i, text in enumerate(BIG_TEXTS):
+        done = completion_from_trace(hand_trace(tok, big_text=text), tok, True, close_id)
+        expected[done.ids] = done.env_mask
+    loss_mask = inputs["completion_mask"] * inputs["tool_mask"]
+    for ids, lengths, mask in zip(inputs["completion_ids"], inputs["completion_mask"].sum(1), loss_mask, strict=True):
+        key = tuple(ids[:lengths].tolist())
+        assert tuple(mask[:lengths].tolist()) == expected[key]
+        assert mask[lengths:].sum() == 0
+    assert all(
+        m.count(0) == len(tok(t, add_special_tokens=False)["input_ids"])
+        for m, t in zip(expected.values(), BIG_TEXTS, strict=True)
+    )
+
+    # 2. the gradient: d loss / d (final hidden state) is zero where the model predicts a big-model token and
+    #    non-zero where it predicts one of its own (the final hidden state feeds only that position's log-prob)
+    captured = {}
+
+    def keep_hidden(module, args, output) -> None:
+        output.last_hidden_state.retain_grad()
+        captured["h"] = output.last_hidden_state
+
+    hook = trainer.model.model.register_forward_hook(keep_hidden)
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, read by the loss
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    hook.remove()
+    grad_norm = captured["h"].grad.norm(dim=-1)  # (B, P + C)
+    prompt_len = inputs["prompt_ids"].shape[1]
+    predicting = grad_norm[:, prompt_len - 1 : -1]  # position P + k - 1 predicts completion token k
+    assert torch.all(predicting[loss_mask == 0] == 0)
+    assert torch.all(predicting[loss_mask == 1] > 0)
+    assert torch.all(grad_norm[:, : prompt_len - 1] == 0)  # nor from the prompt
+
+
+# -- real runs on tiny models -------------------------------------------------------------------------------------
+SMOKE_TRL = {"preset": "smoke", "device": "cpu", "seed": 0}
+
+
+def distinct_chars(completions: list, **kwargs) -> list[float]:
+    """Varies between random samples, so a GRPO step on a random model has non-zero advantages."""
+    return [len(set(c)) / max(len(c), 1) for c in completions]
+
+
+@pytest.fixture
+def with_distinct_chars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``distinct_chars`` in a copy of the reward registry (TRL logs a reward under its function's __name__)."""
+    monkeypatch.setattr(rewards, "_REGISTRY", dict(rewards._REGISTRY))
+    rewards.register("distinct_chars")(distinct_chars)
+
+
+def test_two_step_sft_changes_weights_and_writes_the_model(tiny_model_dirs, toy_problems, tmp_path) -> None:
+    before = state_snapshot(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["small"]))
+    metrics = run_sft(
+        tiny_model_dirs["small"], annotated_rows(toy_problems, 4), tmp_path / "sft", params=SMOKE_TRL, progress=False
+    )
+    assert metrics["steps"] == 2 and len(metrics["loss_curve"]) == 2
+    assert all(row["loss"] > 0 for row in metrics["loss_curve"])
+    assert changed(before, tmp_path / "sft")
+    assert AutoTokenizer.from_pretrained(tmp_path / "sft").convert_tokens_to_ids(tags.OPEN) is not None
+
+
+def test_two_step_grpo_paper_mode_changes_weights(tiny_model_dirs, toy_problems, tmp_path, with_distinct_chars) -> None:
+    before = state_snapshot(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["small"]))
+    metrics = run_grpo(
+        tiny_model_dirs["small"],
+        None,
+        toy_problems[:4],
+        tmp_path / "grpo",
+        mode="paper",
+        reward_names=["paper", "distinct_chars"],
+        params=SMOKE_TRL,
+        progress=False,
+    )
+    assert len(metrics["steps"]) == 2
+    assert {"rewards/paper/mean", "rewards/distinct_chars/mean", "completions/mean_length", "loss"} <= set(
+        metrics["steps"][0]
+    )
+    assert changed(before, tmp_path / "grpo")
+
+
+def steer_offloads(tokenizer):
+    """Small-model behaviour a random model lacks: ask for the big model 6 tokens after the last tag, hand back
+    3 tokens into the span (the hint in the prompt ends with a closing tag: the first request comes at once)."""
+    open_id, close_id = (tokenizer.convert_tokens_to_ids(t) for t in tags.TAGS)
+
+    def steer(context):
+        last = max((i for i, t in enumerate(context) if t in (open_id, close_id)), default=-1)
+        since = len(context) - 1 - last
+        if last >= 0 and context[last] == open_id:
+            return close_id if since == 3 else None
+        return open_id if since >= 6 else None
+
+    return lambda model, tok: SteeredHFBackend(model, tok, steer=steer)
+
+
+def test_two_step_grpo_offload_mode_changes_weights_and_logs_offloads(
+    tiny_model_dirs, toy_problems, toy_tokenizer, tmp_path, with_distinct_chars
+) -> None:
+    before = state_snapshot(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["small"]))
+    params = {**SMOKE_TRL, "rollout": {"small_backend": steer_offloads(toy_tokenizer)}}
+    metrics = run_grpo(
+        tiny_model_dirs["small"],
+        tiny_model_dirs["big"],
+        toy_problems[:4],
+        tmp_path / "grpo",
+        mode="offload",
+        reward_names=["paper", "rl4e", "distinct_chars"],
+        params=params,
+        progress=False,
+    )
+    steps = metrics["steps"]
+    assert len(steps) == 2
+    assert {"rewards/rl4e/mean", "completions/mean_length", "rollout/accuracy"} <= set(steps[0])
+    assert all(0 < row["rollout/offload_fraction_mean"] < 1 and row["rollout/handoffs_mean"] >= 1 for row in steps)
+    assert changed(before, tmp_path / "grpo")
+
+
+def test_engine_decode_fn_refuses_settings_that_the_grpo_config_owns(tiny_model_dirs) -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        engine_decode_fn(tiny_model_dirs["big"], decode={"temperature": 1.0})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["paper", "offload"])
+def test_two_step_grpo_on_cuda(mode, tiny_model_dirs, toy_problems, toy_tokenizer, tmp_path, with_distinct_chars):
+    """The GPU flags (bf16 where supported, no use_cpu) with both rollout modes; vLLM stays off in the smoke preset."""
+    params = {**SMOKE_TRL, "device": "cuda"}
+    if mode == "offload":
+        params["rollout"] = {"small_backend": steer_offloads(toy_tokenizer)}
+    metrics = run_grpo(
+        tiny_model_dirs["small"],
+        tiny_model_dirs["big"],
+        toy_problems[:4],
+        tmp_path / "grpo",
+        mode=mode,
+        reward_names=["paper", "distinct_chars"],
+        params=params,
+        progress=False,
+    )
+    assert len(metrics["steps"]) == 2
