@@ -125,10 +125,10 @@ def check(cond: bool, key: str, value: Any, allowed: str) -> None:
 def schema(notebook: str) -> type:
     from splitlib import notebook_params
 
-    try:
-        return notebook_params.SCHEMAS[notebook]
-    except KeyError:
-        raise ParamError(f"no parameter schema for notebook {notebook!r}; known: {', '.join(notebook_params.SCHEMAS)}")
+    known = notebook_params.SCHEMAS
+    if notebook not in known:
+        raise ParamError(f"no parameter schema for notebook {notebook!r}; known: {', '.join(known)}")
+    return known[notebook]
 
 
 def load_from_notebook(notebook: str, namespace: Mapping[str, Any], names_before: set[str]) -> Any:

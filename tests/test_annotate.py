@@ -577,7 +577,7 @@ def test_oracle_marks_exactly_the_hard_steps(toy_rows, tmp_path, toy_tokenizer):
     annotated, _ = assert_exactly_one_row_each(toy_rows, tmp_path)
     for row in toy_rows:
         assert annotated[row["id"]]["spans"] == row["hard_spans"]
-        assert all(t.startswith(" code ") for t in tags.inner_texts(annotated[row["id"]]["annotated"]))
+        assert all(t.startswith(" bonus ") for t in tags.inner_texts(annotated[row["id"]]["annotated"]))
     assert score_rows(list(annotated.values()), {r["id"]: r["hard_spans"] for r in toy_rows})["f1"] == 1.0
 
 

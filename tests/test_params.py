@@ -81,7 +81,8 @@ BAD_VALUES = [
     ("scalar_for_list", lambda v: {**v, "coded_steps": 1}, ["coded_steps=1", "a list of int"]),
     ("bad_list_element", lambda v: {**v, "coded_steps": [1, "a"]}, ["coded_steps[1]='a'", "expected int"]),
     ("eval_problems_beyond_n_test", lambda v: {**v, "eval_problems": 25}, ["eval_problems=25", "1..n_test=24"]),
-    ("coded_step_beyond_n_steps", lambda v: {**v, "coded_steps": [4]}, ["coded_steps", "0..n_steps-1=3"]),
+    ("coded_step_beyond_n_steps", lambda v: {**v, "coded_steps": [1, 3, 6]}, ["coded_steps", "0..n_steps-1=5"]),
+    ("too_few_questions", lambda v: {**v, "coded_steps": [1]}, ["coded_steps", "9**len(coded_steps) = 9"]),
     ("run_name_with_slash", lambda v: {**v, "run_name": "a/b"}, ["run_name='a/b'", "without '/'"]),
     ("vocab_too_small", lambda v: {**v, "vocab_size": 100}, ["vocab_size=100", ">= 300"]),
     ("nested_hidden_not_multiple_of_heads", lambda v: with_nested(v, "small", hidden_size=30, num_attention_heads=4),
@@ -119,7 +120,7 @@ def test_literal_of_ints_rejects_equal_values_of_another_type(value):
 def test_valid_values_build_a_frozen_config_with_nested_specs():
     p = sp.build(ModelsParams, smoke_values())
     assert (p.small.num_hidden_layers, p.big.num_hidden_layers) == (1, 2)
-    assert p.coded_steps == (1,)
+    assert p.coded_steps == (1, 3, 5)
     assert isinstance(p.small.lr, float)
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.seed = 1
@@ -128,7 +129,7 @@ def test_valid_values_build_a_frozen_config_with_nested_specs():
 def test_as_dict_gives_plain_values_that_build_the_same_config():
     p = sp.build(ModelsParams, smoke_values())
     plain = sp.as_dict(p)
-    assert plain["coded_steps"] == [1] and isinstance(plain["small"], dict)
+    assert plain["coded_steps"] == [1, 3, 5] and isinstance(plain["small"], dict)
     assert json.loads(json.dumps(plain)) == plain
     assert sp.build(ModelsParams, plain) == p
 

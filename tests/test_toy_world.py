@@ -16,7 +16,7 @@ from splitlib import prompts, tags
 from splitlib.toy.tokenizer import ASSISTANT, BOS, USER
 from splitlib.toy.world import Problem, ToyWorldConfig, generate, generate_split
 
-SMOKE_WORLD = ToyWorldConfig(n_steps=4, coded_steps=(1,))  # params/smoke/00_models.yaml
+SMOKE_WORLD = ToyWorldConfig(n_steps=6, coded_steps=(1, 3, 5))  # params/smoke/00_models.yaml
 WORLDS = {
     "default": ToyWorldConfig(),
     "smoke": SMOKE_WORLD,
@@ -24,29 +24,28 @@ WORLDS = {
     "longest_first_and_last_coded": ToyWorldConfig(n_steps=26, coded_steps=(0, 25)),
     "unsorted_coded_steps": ToyWorldConfig(n_steps=8, coded_steps=(6, 1, 3)),
 }
-# A world with only 100 distinct questions (one table entry, ten start digits): train/test collisions are certain.
-TINY_QUESTION_SPACE = ToyWorldConfig(n_steps=2, coded_steps=(), table_size=1)
+# A world with only 9 distinct questions (one bonus digit): train/test collisions are certain.
+TINY_QUESTION_SPACE = ToyWorldConfig(n_steps=2, coded_steps=(1,))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # an independent solver: everything is recomputed from the question text alone
 _QUESTION = re.compile(
-    r"Code: (?P<table>[0-9> ]+)\. Start: (?P<start>\d)\. Step k adds k mod 10, (?P<n>\d+) steps; "
-    r"apply the code after (?P<coded>.+)\.$"
+    r"Bonus: (?P<bonus>[1-9](?: [1-9])*|none)\. Start at 0; step k adds k mod 10, for (?P<n>\d+) steps; "
+    r"after steps (?P<coded>.+) the value becomes the next bonus number from the list\.$"
 )
-_STEP = re.compile(r"(?P<label>[A-Z]): (?P<x>\d)\+(?P<k>\d)=(?P<s>\d)(?:, code (?P<key>\d)>(?P<val>\d))?")
-_HARD_CLAUSE = re.compile(r" code \d>\d")
+_STEP = re.compile(r"(?P<label>[A-Z]): (?P<x>\d)\+(?P<k>\d)=(?P<s>\d)(?:, bonus (?P<bonus>\d))?")
+_HARD_CLAUSE = re.compile(r" bonus \d")
 
 
 def check_problem_against_question(problem: Problem) -> None:
     """Assert every step, the answer and the hard spans of ``problem`` follow from its question text."""
     q = _QUESTION.fullmatch(problem.question)
     assert q, f"unparseable question: {problem.question!r}"
-    pairs = re.findall(r"(\d)>(\d)", q["table"])
-    table = {int(k): int(v) for k, v in pairs}
-    assert len(table) == len(pairs), "a code key appears twice in the table"
-    coded = set() if q["coded"] == "no step" else set(q["coded"].split(", "))
-    x, n = int(q["start"]), int(q["n"])
+    bonus = [] if q["bonus"] == "none" else [int(b) for b in q["bonus"].split()]
+    coded = [] if q["coded"] == "no step" else q["coded"].split(", ")
+    assert len(coded) == len(bonus)
+    x, n, used = 0, int(q["n"]), 0
     *steps, answer_line = problem.trace.split("\n")
     assert len(steps) == n
     for i, line in enumerate(steps):
@@ -55,14 +54,14 @@ def check_problem_against_question(problem: Problem) -> None:
         assert m["label"] == string.ascii_uppercase[i]
         assert (int(m["x"]), int(m["k"]), int(m["s"])) == (x, (i + 1) % 10, (x + (i + 1)) % 10), line
         x = int(m["s"])
-        assert (m["key"] is not None) == (m["label"] in coded), f"code clause present/absent wrongly: {line!r}"
-        if m["key"] is not None:
-            assert (int(m["key"]), int(m["val"])) == (x, table[x]), line
-            x = table[x]
+        assert (m["bonus"] is not None) == (m["label"] in coded), f"bonus clause present/absent wrongly: {line!r}"
+        if m["bonus"] is not None:
+            assert int(m["bonus"]) == bonus[used], line  # the bonus digits are used in the listed order
+            x, used = bonus[used], used + 1
     assert answer_line == f"Answer: \\boxed{{{x}}}"
     assert problem.answer == str(x)
     clauses = tuple((m.start(), m.end()) for m in _HARD_CLAUSE.finditer(problem.trace))
-    assert problem.hard_spans == clauses, "hard spans must be exactly the ' code X>Y' clauses"
+    assert problem.hard_spans == clauses, "hard spans must be exactly the ' bonus D' clauses"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -78,10 +77,10 @@ def test_default_world_labels_are_correct_on_the_shared_problems(toy_problems):
         check_problem_against_question(problem)
 
 
-def test_code_table_lists_every_digit_once(toy_problems):
+def test_bonus_digits_are_nonzero_and_one_per_coded_step(toy_problems):
     for problem in toy_problems[:50]:
-        keys = re.findall(r"(\d)>\d", problem.question.split(". Start")[0])
-        assert sorted(keys) == list(string.digits)
+        digits = problem.question.split(".")[0].removeprefix("Bonus: ").split()
+        assert len(digits) == len(ToyWorldConfig().coded_steps) and all(d in "123456789" for d in digits)
 
 
 def test_same_seed_gives_identical_problems_whatever_the_global_rng():
@@ -97,7 +96,7 @@ def test_different_seeds_give_different_problems(world):
     a = {p.question for p in generate(40, seed=5, cfg=world)}
     b = {p.question for p in generate(40, seed=6, cfg=world)}
     assert a != b
-    assert len(a & b) < 5  # 10^10 tables x 10 starts: overlaps are (almost) impossible
+    assert len(a & b) < 10  # 729 or 6561 bonus lists: a few overlaps at most
 
 
 def test_problem_ids_carry_prefix_seed_and_index():
@@ -121,7 +120,7 @@ def test_hard_steps_are_5_to_20_percent_of_trace_tokens_in_the_default_world(toy
 
 @pytest.mark.parametrize(
     "world, n_train, n_test",
-    [(WORLDS["default"], 200, 100), (TINY_QUESTION_SPACE, 40, 30)],
+    [(WORLDS["default"], 200, 100), (TINY_QUESTION_SPACE, 2, 2)],
     ids=["default", "colliding_question_space"],
 )
 def test_train_and_test_are_disjoint_and_sized_as_asked(world, n_train, n_test):
@@ -133,9 +132,9 @@ def test_train_and_test_are_disjoint_and_sized_as_asked(world, n_train, n_test):
 
 
 def test_colliding_question_space_really_collides():
-    """Guards the test above: with 100 questions, a plain draw of 30 'test' problems hits the training set."""
-    train = {p.question for p in generate(40, seed=0, cfg=TINY_QUESTION_SPACE, prefix="train")}
-    raw_test = generate(30, seed=1_000_003, cfg=TINY_QUESTION_SPACE, prefix="test")
+    """Guards the test above: with 9 questions, a plain draw of 20 "test" problems hits the training set."""
+    train = {p.question for p in generate(4, seed=0, cfg=TINY_QUESTION_SPACE, prefix="train")}
+    raw_test = generate(20, seed=1_000_003, cfg=TINY_QUESTION_SPACE, prefix="test")
     assert any(p.question in train for p in raw_test)
 
 
@@ -144,19 +143,20 @@ def test_colliding_question_space_really_collides():
     [
         ({"n_steps": 1, "coded_steps": ()}, "n_steps=1"),
         ({"n_steps": 27}, "n_steps=27"),
-        ({"table_size": 0, "coded_steps": ()}, "table_size=0"),
-        ({"table_size": 11}, "table_size=11"),
         ({"n_steps": 10, "coded_steps": (10,)}, "coded_steps=(10,)"),
         ({"coded_steps": (-1,)}, "coded_steps=(-1,)"),
         ({"coded_steps": (2, 2)}, "coded_steps=(2, 2)"),
-        ({"table_size": 5, "coded_steps": (1,)}, "table_size=10"),
     ],
-    ids=["too_few_steps", "too_many_steps", "empty_table", "table_beyond_digits", "coded_step_past_end",
-         "negative_coded_step", "duplicate_coded_step", "partial_table_with_lookups"],
+    ids=["too_few_steps", "too_many_steps", "coded_step_past_end", "negative_coded_step", "duplicate_coded_step"],
 )
 def test_world_config_rejects_impossible_settings_naming_them(kwargs, fragment):
     with pytest.raises(ValueError, match=re.escape(fragment)):
         ToyWorldConfig(**kwargs)
+
+
+def test_asking_for_more_disjoint_problems_than_the_world_has_fails_at_once():
+    with pytest.raises(ValueError, match=r"9 per bonus digit.*add coded steps"):
+        generate_split(5, 5, seed=0, cfg=TINY_QUESTION_SPACE)
 
 
 # ---------------------------------------------------------------------------------------------------------

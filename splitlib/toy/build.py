@@ -64,3 +64,27 @@ def load(run: Path, role: str):
     path = runs.require(run / "models" / role, made_by="notebooks/00_models.ipynb")
     torch.set_grad_enabled(False)
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def window_reach(tok: PreTrainedTokenizerBase, problem: Problem, window: int | None) -> dict:
+    """How far back, in tokens, the small model would have to look from the first hard step to the nearest bonus
+    digit. The world is sound when that is outside the window (the small model cannot read any bonus digit)."""
+    prompt_ids = tok(prompts.build_prompt(tok, problem.question, "small"), add_special_tokens=False)["input_ids"]
+    enc = tok(problem.trace, add_special_tokens=False, return_offsets_mapping=True)
+    q_enc = tok(problem.question, add_special_tokens=False, return_offsets_mapping=True)
+    offset = len(prompt_ids) - len(q_enc["input_ids"]) - _suffix_len(tok, problem)
+    bonus_end = offset + max(i for i, (s, _) in enumerate(q_enc["offset_mapping"]) if s < problem.question.find("."))
+    if not problem.hard_spans:
+        return {"nearest_bonus": None, "bonus_visible": False}
+    first_hard = len(prompt_ids) + next(i for i, (s, _) in enumerate(enc["offset_mapping"])
+                                        if s >= problem.hard_spans[0][0])
+    reach = {"nearest_bonus": first_hard - bonus_end}
+    reach["bonus_visible"] = window is None or reach["nearest_bonus"] < window
+    return reach
+
+
+def _suffix_len(tok: PreTrainedTokenizerBase, problem: Problem) -> int:
+    """Tokens of the small prompt after the question (hint, instruction, template)."""
+    prompt = prompts.build_prompt(tok, problem.question, "small")
+    tail = prompt[prompt.index(problem.question) + len(problem.question) :]
+    return len(tok(tail, add_special_tokens=False)["input_ids"])

@@ -28,6 +28,7 @@ class ToyModelConfig:
     num_attention_heads: int
     intermediate_size: int
     max_position_embeddings: int = 512
+    sliding_window: int | None = None  # attention window in tokens (the small toy model's handicap); None = full
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,6 @@ class PretrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
-    with_hint: bool = False  # small model: its prompts always carry the hint; big model: never
 
 
 def build_model(cfg: ToyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> Qwen2ForCausalLM:
@@ -53,6 +53,9 @@ def build_model(cfg: ToyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: i
         intermediate_size=cfg.intermediate_size,
         max_position_embeddings=cfg.max_position_embeddings,
         tie_word_embeddings=True,
+        use_sliding_window=cfg.sliding_window is not None,
+        sliding_window=cfg.sliding_window,
+        max_window_layers=0,  # every layer uses the window (vLLM supports all-or-none)
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -122,7 +125,7 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 10 == 0 or step == cfg.steps - 1:
-            curve.append({"step": step, "loss": float(loss), "lr": lr_at(step), "elapsed_s": time.perf_counter() - t0})
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            curve.append({"step": step, "loss": loss.item(), "lr": lr_at(step), "elapsed_s": time.perf_counter() - t0})
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     return curve

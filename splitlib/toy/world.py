@@ -1,21 +1,27 @@
 """Seeded generator of toy problems with step-by-step traces and ground-truth difficulty labels.
 
-A problem gives a code table (digit -> digit, entries in random order) and a start digit. Step k
-(labelled A, B, C, ...) adds k to the running value mod 10; after the steps listed in ``coded_steps``
-the value is passed through the code table. Example::
+A problem lists a few bonus digits. The value starts at 0; step k (labelled A, B, C, ...) adds k to it mod 10, and
+after each step listed in ``coded_steps`` the value becomes the next bonus digit. Example (bonus 7 2 5 9)::
 
-    A: 4+1=5
-    B: 5+2=7
-    C: 7+3=0, code 0>6        <- " code 0>6" is the hard step (a retrieval from the table)
-    D: 6+4=0
+    A: 0+1=1
+    B: 1+2=3
+    C: 3+3=6, bonus 7       <- " bonus 7" is a hard step: a digit copied from the problem statement
+    D: 7+4=1
     ...
-    Answer: \\boxed{5}
+    Answer: \\boxed{4}
 
-Every easy step reads only tokens at fixed offsets (the previous value sits just before the newline; the
-added number follows from the step label), so a 1-layer model learns them; a lookup needs an induction
-circuit. Hard-step spans start at a space and end before a newline, i.e. on tokenizer pre-token
-boundaries, so inserting ``<bigmodel>``/``</bigmodel>`` around them never changes the token ids of the rest.
-Difficulty labels are character spans over the trace; they are never shown to a model.
+Why the gap is architectural: every easy step reads tokens at fixed, short offsets inside the trace (the previous
+value is the last digit before the newline, the added number follows from the step label), which a 1-layer model
+learns in a few hundred steps. A hard step copies a bonus digit from the start of the problem statement, a long
+way back. The small model attends through a sliding window (``ToyModelConfig.sliding_window``) that never reaches
+the bonus list, so it can only guess hard steps (1 in 9); the big model attends to the whole context. The final
+answer depends on the last bonus digit, so a small model alone is right about 1 time in 9.
+
+Hard-step spans start at a space and end before a newline, i.e. on tokenizer pre-token boundaries, so inserting
+``<bigmodel>``/``</bigmodel>`` around them never changes the token ids of the rest. Difficulty labels are
+character spans over the trace; they are never shown to a model. (An earlier design added the bonus with a second
+sum on the same line, "bonus 7 gives 3": even the 4-layer big model only reached 82 % on those sums in 600 steps,
+and a start digit copied from ~60 tokens back defeated the 1-layer small model; both were removed.)
 """
 
 from __future__ import annotations
@@ -25,24 +31,22 @@ import string
 from dataclasses import asdict, dataclass, field
 
 
-
-
 @dataclass(frozen=True)
 class ToyWorldConfig:
     n_steps: int = 10  # labelled addition steps per trace
-    coded_steps: tuple[int, ...] = (2, 5, 8)  # 0-based steps whose sum is passed through the code table
-    table_size: int = 10  # code entries (keys are the digits 0..table_size-1)
+    coded_steps: tuple[int, ...] = (2, 4, 6, 8)  # 0-based steps after which the value becomes the next bonus digit
 
     def __post_init__(self) -> None:
         if not 2 <= self.n_steps <= 26:
             raise ValueError(f"n_steps={self.n_steps}: expected 2..26 (steps are labelled A..Z)")
-        if not 1 <= self.table_size <= 10:
-            raise ValueError(f"table_size={self.table_size}: expected 1..10 (keys are single digits)")
         bad = [s for s in self.coded_steps if not 0 <= s < self.n_steps]
         if bad or len(set(self.coded_steps)) != len(self.coded_steps):
             raise ValueError(f"coded_steps={self.coded_steps}: expected distinct steps in 0..{self.n_steps - 1}")
-        if self.table_size < 10 and self.coded_steps:
-            raise ValueError("coded steps need a full code table (table_size=10): any digit can be looked up")
+
+    @property
+    def n_questions(self) -> int:
+        """Distinct problems this world can draw: one per bonus list (digits 1..9)."""
+        return 9 ** len(self.coded_steps)
 
 
 @dataclass(frozen=True)
@@ -72,29 +76,27 @@ def _labels(n: int) -> list[str]:
 
 def make_problem(rng: random.Random, cfg: ToyWorldConfig, problem_id: str) -> Problem:
     """Draw one problem from ``rng`` and solve it, recording the hard-step spans."""
-    code = {k: rng.randrange(10) for k in range(cfg.table_size)}
-    order = list(code)
-    rng.shuffle(order)
-    x = rng.randrange(10)
+    coded = sorted(cfg.coded_steps)
+    bonus = [rng.randrange(1, 10) for _ in coded]
     labels = _labels(cfg.n_steps)
-    coded = ", ".join(labels[s] for s in sorted(cfg.coded_steps)) or "no step"
+    where = ", ".join(labels[s] for s in coded) or "no step"
     question = (
-        "Code: " + " ".join(f"{k}>{code[k]}" for k in order) + f". Start: {x}. "
-        f"Step k adds k mod 10, {cfg.n_steps} steps; apply the code after {coded}."
+        "Bonus: " + (" ".join(map(str, bonus)) or "none") + f". Start at 0; step k adds k mod 10, for {cfg.n_steps} "
+        f"steps; after steps {where} the value becomes the next bonus number from the list."
     )
     lines: list[str] = []
     hard: list[tuple[int, int]] = []
-    pos = 0
+    pos, x = 0, 0
     for i, label in enumerate(labels):
         k = (i + 1) % 10
         s = (x + k) % 10
         line = f"{label}: {x}+{k}={s}"
         if i in cfg.coded_steps:
-            step = f" code {s}>{code[s]}"
+            s = bonus[coded.index(i)]
+            step = f" bonus {s}"
             start = pos + len(line) + 1  # after the comma
-            line += "," + step
             hard.append((start, start + len(step)))
-            s = code[s]
+            line += f",{step}"
         lines.append(line)
         pos += len(line) + 1  # newline
         x = s
@@ -111,6 +113,12 @@ def generate(n: int, seed: int, cfg: ToyWorldConfig | None = None, prefix: str =
 
 def generate_split(n_train: int, n_test: int, seed: int, cfg: ToyWorldConfig | None = None) -> tuple[list[Problem], list[Problem]]:
     """Disjoint train/test sets: test problems whose question also occurs in train are dropped and redrawn."""
+    cfg = cfg or ToyWorldConfig()
+    # disjoint sets need enough distinct questions; 2x leaves room for the duplicates a random draw makes
+    if 2 * (n_train + n_test) > cfg.n_questions:
+        raise ValueError(f"n_train + n_test = {n_train + n_test} needs at least {2 * (n_train + n_test)} distinct "
+                         f"questions, but {len(cfg.coded_steps)} coded steps give {cfg.n_questions} (9 per bonus "
+                         "digit): add coded steps or ask for fewer problems")
     train = generate(n_train, seed, cfg, prefix="train")
     seen = {p.question for p in train}
     test: list[Problem] = []
@@ -123,14 +131,12 @@ def generate_split(n_train: int, n_test: int, seed: int, cfg: ToyWorldConfig | N
 
 
 def step_spans(trace: str) -> list[tuple[int, int]]:
-    """Reasoning steps of a toy trace as character spans: each line, with a coded clause as its own step."""
+    """Reasoning steps of a toy trace as character spans: each line, with a bonus clause a step of its own."""
     out: list[tuple[int, int]] = []
     pos = 0
     for line in trace.split("\n"):
-        comma = line.find(", code")
-        if comma >= 0:
-            out += [(pos, pos + comma + 1), (pos + comma + 1, pos + len(line))]
-        else:
-            out.append((pos, pos + len(line)))
+        comma = line.find(", bonus ")
+        cuts = [0, comma + 1, len(line)] if comma >= 0 else [0, len(line)]
+        out += [(pos + a, pos + b) for a, b in zip(cuts, cuts[1:])]
         pos += len(line) + 1
     return out
