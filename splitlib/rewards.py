@@ -23,6 +23,7 @@ Families:
   PAPER_FACTS §6): accuracy of the offloaded rollout (``splitlib.grading``, last box, truncation counted wrong)
   minus ``latency_weight · latency_cost``, the trace's simulated seconds over the big model's alone for the same
   prompt and length; without a trace, minus ``budget_weight · max(0, offload_fraction - target_offload)``.
+- ``tagged_char_fraction``: a metric, not a reward — the offloaded share of characters, logged with weight 0.
 """
 
 from __future__ import annotations
@@ -415,3 +416,10 @@ def make_rl4e(config: RL4EConfig | None = None, *, latency_fn: LatencyFn | None 
 
 
 rl4e = register("rl4e")(make_rl4e())
+
+
+@register("tagged_char_fraction")
+def tagged_char_fraction(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """A metric to log with weight 0, not a reward: characters inside ``<bigmodel>`` spans over the untagged text
+    (``lenient_char_coverage``), so that GRPO logs an offload fraction in either rollout mode."""
+    return [lenient_char_coverage(t) for t in _texts(completions)]

@@ -1,0 +1,223 @@
+"""What notebooks 02 and 03 check and report about a training run.
+
+- ``weights_changed``: did training move the trainable weights (max |Δ| per tensor, read from the safetensors
+  files one tensor at a time, so two 1.5B checkpoints never sit in memory together);
+- ``fingerprint`` / ``content_fingerprint`` / ``saved_settings_match`` / ``save_settings``: reuse a trained model when the settings that
+  made it are unchanged (a settings JSON next to the model folder);
+- ``small_only_generations``: generations of the small model alone with the tags kept in the text (tag usage,
+  the paper's Figure 8);
+- ``toy_tag_alignment``: in the toy world, whether generated spans sit on the hard steps (the bonus clauses);
+- ``grpo_curves`` / ``curve_summary``: reward, offload fraction and accuracy per GRPO step, from ``run_grpo``'s
+  step logs, in either rollout mode, and their means early and late in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from safetensors import safe_open
+
+from splitlib import runs
+
+Engine = Literal["generate", "hf", "vllm"]
+
+
+# -- did the weights change? ------------------------------------------------------------------------------------
+def _tensor_files(model_dir: str | Path) -> dict[str, Path]:
+    """Tensor name -> the safetensors file holding it (single file or sharded checkpoint); a hub id is resolved to
+    its local snapshot (downloaded when missing)."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        from huggingface_hub import snapshot_download
+
+        d = Path(snapshot_download(str(model_dir), allow_patterns=["*.safetensors", "*.json"]))
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {d}: expected a model saved with save_pretrained")
+    where: dict[str, Path] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            where.update({k: f for k in st.keys()})
+    return where
+
+
+def _load(path: Path, name: str) -> torch.Tensor:
+    with safe_open(str(path), framework="pt") as st:
+        return st.get_tensor(name)
+
+
+def weights_changed(dir_a: str | Path, dir_b: str | Path) -> dict[str, Any]:
+    """Compare the weights of two saved models tensor by tensor.
+
+    Tensors whose shape differs (e.g. embeddings resized for added tokens) are compared on their common slice and
+    listed in ``resized``. Returns ``changed`` (any tensor differs anywhere), ``max_abs_diff``, ``n_tensors``
+    (compared), ``n_changed``, ``resized``, and the names found in only one model (``only_in_a``/``only_in_b``,
+    e.g. a tied ``lm_head`` saved by one side only).
+    """
+    a, b = _tensor_files(dir_a), _tensor_files(dir_b)
+    common = sorted(set(a) & set(b))
+    max_diff, n_changed, resized = 0.0, 0, []
+    for name in common:
+        ta, tb = _load(a[name], name).float(), _load(b[name], name).float()
+        if ta.shape != tb.shape:
+            resized.append(name)
+            if ta.dim() != tb.dim():
+                n_changed += 1
+                continue
+            region = tuple(slice(0, min(x, y)) for x, y in zip(ta.shape, tb.shape))
+            ta, tb = ta[region], tb[region]
+        diff = float((ta - tb).abs().max()) if ta.numel() else 0.0
+        max_diff = max(max_diff, diff)
+        n_changed += diff > 0 or name in resized
+    return {
+        "changed": n_changed > 0,
+        "max_abs_diff": max_diff,
+        "n_tensors": len(common),
+        "n_changed": n_changed,
+        "resized": resized,
+        "only_in_a": sorted(set(a) - set(b)),
+        "only_in_b": sorted(set(b) - set(a)),
+    }
+
+
+# -- reuse a trained model when nothing changed -------------------------------------------------------------------
+def fingerprint(path: str | Path) -> str:
+    """sha256 (first 16 hex digits) of a file's bytes, or of a model folder's ``config.json`` and weight files:
+    identifies an input such as ``annotated.jsonl`` or the model a run started from."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted([*p.glob("config.json"), *p.glob("*.safetensors")])
+    if not files:
+        raise FileNotFoundError(f"nothing to fingerprint at {p}: expected a file or a saved model folder")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def content_fingerprint(obj: Any) -> str:
+    """sha256 (first 16 hex digits) of a JSON-able value, e.g. the problems a run trains on."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _plain(settings: Mapping[str, Any]) -> dict:
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def saved_settings_match(model_dir: str | Path, settings_path: str | Path, settings: Mapping[str, Any]) -> bool:
+    """True when ``model_dir`` holds a saved model and ``settings_path`` records exactly ``settings``."""
+    p = Path(settings_path)
+    if not (Path(model_dir) / "config.json").exists() or not p.exists():
+        return False
+    return json.loads(p.read_text()) == _plain(settings)
+
+
+def save_settings(settings_path: str | Path, settings: Mapping[str, Any]) -> Path:
+    """Record the settings that made a model (atomic; written after the model itself)."""
+    return runs.atomic_write_json(settings_path, _plain(settings))
+
+
+# -- the small model alone, tags kept ---------------------------------------------------------------------------
+def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_new_tokens: int,
+                           engine: Engine = "generate", batch_size: int = 64, progress: bool = True) -> list[str]:
+    """Greedy generations of the model in ``model_dir`` alone, from the small role's prompt (with the hint).
+
+    ``generate``: batched ``transformers`` generation (fast for small models on CPU); ``hf``/``vllm``: the
+    cooperative decoder's ``small_only`` policy on that backend (the path the evaluation uses). The control tags
+    are ordinary tokens for both, so they stay in the text.
+    """
+    if engine == "generate":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from splitlib import prompts
+        from splitlib.toy.diagnostics import greedy_generations
+
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        texts = [prompts.build_prompt(tok, q, "small") for q in questions]
+        return greedy_generations(model, tok, texts, max_new_tokens, batch_size, progress)
+    if engine in ("hf", "vllm"):
+        from splitlib.backends import load_backend
+        from splitlib.decoding import DecodeConfig, decode_many
+
+        small = load_backend(engine, str(model_dir))
+        cfg = DecodeConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+        return [t.text for t in decode_many(list(questions), small, None, "small_only", cfg, progress=progress)]
+    raise ValueError(f"engine={engine!r}: expected 'generate', 'hf' or 'vllm'")
+
+
+# -- toy world: do the tags sit on the hard steps? ----------------------------------------------------------------
+def toy_tag_alignment(generations: Sequence[str]) -> dict[str, Any]:
+    """Over well-formed toy generations: ``span_precision`` (tagged spans that overlap a bonus clause, the toy's
+    hard step), ``clause_recall`` (bonus clauses lying wholly inside a tagged span) and ``exact_fraction`` (tagged
+    spans that are exactly a bonus clause); None where nothing was tagged or no clause was written. Malformed
+    generations are left out (``n_scored`` counts the rest)."""
+    from splitlib import tags
+    from splitlib.toy.world import step_spans
+
+    n_spans = n_overlap = n_exact = n_clauses = n_covered = n_scored = 0
+    for g in generations:
+        if not tags.check(g).balanced:
+            continue
+        n_scored += 1
+        plain, spans = tags.strip_tags(g), tags.spans(g)
+        clauses = [(s, e) for s, e in step_spans(plain) if plain[s:e].startswith(" bonus ")]
+        n_spans += len(spans)
+        n_overlap += sum(any(s < ce and cs < e for cs, ce in clauses) for s, e in spans)
+        n_exact += sum((s, e) in clauses for s, e in spans)
+        n_clauses += len(clauses)
+        n_covered += sum(any(s <= cs and ce <= e for s, e in spans) for cs, ce in clauses)
+    return {"span_precision": n_overlap / n_spans if n_spans else None,
+            "clause_recall": n_covered / n_clauses if n_clauses else None,
+            "exact_fraction": n_exact / n_spans if n_spans else None,
+            "n_scored": n_scored, "n_spans": n_spans, "n_clauses": n_clauses}
+
+
+# -- GRPO curves ------------------------------------------------------------------------------------------------
+_FIRST = {
+    # offload mode logs the deployed system's numbers under rollout/; paper mode has only the reward metrics
+    "offload_fraction": ("rollout/offload_fraction_mean", "rewards/tagged_char_fraction/mean"),
+    "accuracy": ("rollout/accuracy", "rewards/paper_accuracy/mean"),
+}
+
+
+def _first(row: Mapping[str, Any], keys: Sequence[str]) -> float:
+    for key in keys:
+        value = row.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return float(value)
+    return math.nan
+
+
+def grpo_curves(step_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per logged step: ``reward`` (TRL's weighted total), ``offload_fraction`` and ``accuracy``.
+
+    Offload mode: the rollouts' own offload fraction and accuracy (``rollout/…``); paper mode: the zero-weight
+    metric rewards ``tagged_char_fraction`` and ``paper_accuracy`` when they were among the rewards (else NaN).
+    """
+    rows = [{"step": r["step"], "reward": _first(r, ("reward",)),
+             **{name: _first(r, keys) for name, keys in _FIRST.items()}} for r in step_rows]
+    return pd.DataFrame.from_records(rows, columns=["step", "reward", "offload_fraction", "accuracy"])
+
+
+def curve_summary(curves: pd.DataFrame, share: float = 0.25) -> dict[str, float | None]:
+    """Mean of each curve over the first and the last ``share`` of the logged steps (at least one step each):
+    ``reward_first``, ``reward_last``, ``offload_fraction_first``, …; None where a curve has no values."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share={share}: expected a fraction in (0, 1]")
+    k = max(1, round(len(curves) * share))
+    out: dict[str, float | None] = {}
+    for column in ("reward", "offload_fraction", "accuracy"):
+        for part, frame in (("first", curves.head(k)), ("last", curves.tail(k))):
+            value = frame[column].mean()
+            out[f"{column}_{part}"] = None if pd.isna(value) else float(value)
+    return out
