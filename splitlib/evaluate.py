@@ -292,6 +292,9 @@ def evaluate(methods: Sequence[Method], problems: Sequence[Any], protocol: EvalP
     _check_resume(existing, jobs, protocol, path)
     _warn_on_changes(existing, decode_fn, path)
     todo = [j for j in jobs if j.key not in existing]
+    preload = getattr(decode_fn, "preload", None)
+    if todo and preload is not None:  # start engines before the clock of the first batch starts
+        preload(list({j.method.name: j.method for j in todo}.values()))
     log.info("%s: %d of %d samples to run (%d already done)", path, len(todo), len(jobs), len(jobs) - len(todo))
     with tqdm(total=len(todo), disable=not progress, desc="evaluate", unit="sample") as bar:
         for batch in _batches(todo, batch_size):
@@ -357,6 +360,16 @@ class EngineDecoder:
             log.info("loading the %s backend for %s (%s)", self.kinds[role], ref, target)
             self._loaded[key] = load_backend(self.kinds[role], target, **self.backend_opts.get(ref, {}))
         return self._loaded[key]
+
+    def preload(self, methods: Sequence[Method]) -> None:
+        """Load every backend ``methods`` use now, so that loading is not timed as decoding."""
+        from splitlib.policies import POLICIES
+
+        for m in methods:
+            uses = POLICIES[m.policy].models if m.policy in POLICIES else {"small", "big"}
+            for role in ("small", "big"):
+                if role in uses:
+                    self.backend(role, getattr(m, role))
 
     def __call__(self, method: Method, questions: list[str], seeds: list[int], sampling: Sampling) -> list[Trace]:
         from splitlib.decoding import DecodeConfig, decode_many
@@ -556,3 +569,214 @@ def accuracy_vs_offload(df: pd.DataFrame, offload: str = "offload_char_fraction"
     ax.set(xlabel=f"offloaded to the big model (% of {unit})", ylabel="accuracy (%)")
     ax.legend(fontsize="small")
     return fig
+
+
+# -- run-directory inputs -----------------------------------------------------------------------------------------
+# first folder of a model reference inside a run directory -> the notebook that writes it
+MODEL_MADE_BY = {"models": "notebooks/00_models.ipynb", "02_sft": "notebooks/02_sft.ipynb",
+                 "03_grpo": "notebooks/03_grpo.ipynb"}
+
+
+def resolve_model_ref(run: str | Path, ref: str) -> str:
+    """A model reference from a parameter file: ``models/small``, ``02_sft/model``, ``03_grpo/<mode>/model``
+    (inside the run directory: must hold a ``config.json``, else the error names the notebook that writes it), an
+    absolute directory, or a hub id (returned as is)."""
+    if not ref:
+        raise ValueError("empty model reference: give a path inside the run directory, a directory or a hub id")
+    head = Path(ref).parts[0]
+    if head in MODEL_MADE_BY:
+        return str(runs.require(Path(run) / ref / "config.json", made_by=MODEL_MADE_BY[head]).parent)
+    if Path(ref).is_absolute():
+        return str(runs.require(Path(ref) / "config.json", made_by="whatever wrote that model directory").parent)
+    return ref
+
+
+def load_problems(run: str | Path, benchmark: str, source: str, limit: int | None = None) -> list[dict]:
+    """Evaluation problems: the toy world's ``source`` is a file inside the run directory (``data/test.jsonl``);
+    other benchmarks take a hub id or a local copy (``splitlib.eval_data``)."""
+    from splitlib import eval_data
+
+    if benchmark == "toy":
+        return eval_data.load_benchmark("toy", path=Path(run) / source, limit=limit)
+    key = "source" if benchmark == "aime24" else "path_or_id"
+    return eval_data.load_benchmark(benchmark, **{key: source}, limit=limit)
+
+
+def methods_from_rows(rows: Sequence[dict], names: Sequence[str]) -> list[Method]:
+    """The ``Method``s that wrote ``rows`` (to re-run some of them elsewhere, e.g. at batch 1 for timing)."""
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["method"], r)
+    missing = [n for n in names if n not in first]
+    if missing:
+        raise ValueError(f"methods {missing} are not in the rows; present: {list(first)}")
+    return [Method(n, policy=first[n]["policy"], small=first[n]["small_model"], big=first[n]["big_model"],
+                   policy_params=first[n]["policy_params"] or {}, sweep=first[n]["sweep"]) for n in names]
+
+
+# -- the claim: learned vs random offloading at the same realised offload (issue 8) -------------------------------
+OffloadMeasure = Literal["offload_token_fraction", "offload_char_fraction"]
+
+
+def random_ratio_for(offload: float) -> float:
+    """The ``random_switch`` ratio whose expected big share is ``offload``: p_big = 1 / (1 + ratio)."""
+    if not 0 < offload <= 1:
+        raise ValueError(f"offload={offload!r}: expected a fraction in (0, 1]")
+    return 1.0 / offload - 1.0
+
+
+def best_method(summary: pd.DataFrame, candidates: Sequence[str], max_offload: float | None = None,
+                offload: OffloadMeasure = "offload_token_fraction") -> str | None:
+    """The most accurate of ``candidates`` (ties: less offload) whose mean offload is ≤ ``max_offload``; None if
+    none qualifies."""
+    df = summary[summary["method"].isin(list(candidates))].dropna(subset=["accuracy"])
+    if max_offload is not None:
+        df = df[df[offload] <= max_offload + 1e-12]
+    if df.empty:
+        return None
+    return str(df.sort_values(["accuracy", offload], ascending=[False, True], kind="stable").iloc[0]["method"])
+
+
+def match_random(summary: pd.DataFrame, target: float, random_methods: Sequence[str], tolerance: float = 0.02,
+                 offload: OffloadMeasure = "offload_token_fraction") -> str | None:
+    """The random method whose realised mean offload is nearest ``target``, if within ``tolerance`` (an absolute
+    fraction: 0.02 = ±2 points); else None."""
+    df = summary[summary["method"].isin(list(random_methods))]
+    if df.empty:
+        return None
+    gap = (df[offload] - target).abs()
+    best = gap.idxmin()
+    return str(df.loc[best, "method"]) if gap[best] <= tolerance + 1e-12 else None
+
+
+def gap_recovered_ci(rows: Sequence[dict], method: str, small: str, big: str, n_boot: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """``gap_recovered`` of ``method`` on the problems all three share, with a paired bootstrap CI over problems."""
+    acc = per_problem_accuracy(rows).pivot(index="problem_id", columns="method", values="accuracy")
+    missing = [m for m in (method, small, big) if m not in acc.columns]
+    if missing:
+        raise ValueError(f"no scorable rows for {missing}; methods present: {list(acc.columns)}")
+    x = acc[[method, small, big]].dropna().to_numpy()
+    if not len(x):
+        raise ValueError(f"{method}, {small} and {big} share no problem")
+    point = gap_recovered(*x.mean(axis=0))
+    means = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    span = means[:, 2] - means[:, 1]
+    ok = span != 0
+    boots = (means[ok, 0] - means[ok, 1]) / span[ok]
+    tail = (1 - level) / 2
+    lo, hi = (float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))) if boots.size else (math.nan,) * 2
+    return {"method": method, "gap_recovered": point, "ci_low": lo, "ci_high": hi, "n_problems": len(x)}
+
+
+def claim(rows: Sequence[dict], summary: pd.DataFrame, learned: str, random: str | None, small: str, big: str,
+          offload: OffloadMeasure = "offload_token_fraction", max_offload: float = 0.15, min_gap: float = 0.7,
+          tolerance: float = 0.02, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
+    """The paper's central claim on this run: ``learned`` offloads ≤ ``max_offload``, recovers ≥ ``min_gap`` of the
+    small→big gap, and beats ``random`` (at the same realised offload ± ``tolerance``) with a CI excluding 0."""
+    by = summary.set_index("method")
+    off = {m: float(by.loc[m, offload]) for m in (learned, random) if m is not None}
+    gap = gap_recovered_ci(rows, learned, small, big, n_boot, seed, level)
+    out: dict[str, Any] = {
+        "offload_measure": offload, "learned": learned, "random": random, "small": small, "big": big,
+        "accuracy": {m: _json_safe(float(by.loc[m, "accuracy"])) for m in (small, big, learned, random) if m},
+        "offload": off, "gap_recovered": {k: _json_safe(v) for k, v in gap.items()},
+        "random_gap_recovered": None, "difference": None,
+    }
+    if random is not None:
+        rgap = gap_recovered_ci(rows, random, small, big, n_boot, seed, level)
+        out["random_gap_recovered"] = {k: _json_safe(v) for k, v in rgap.items()}
+        out["difference"] = paired_difference(rows, learned, random, n_boot, seed, level)
+    diff = out["difference"]
+    out["checks"] = {
+        "learned_offload_at_most_max": off[learned] <= max_offload + 1e-12,
+        "gap_recovered_at_least_min": bool(gap["gap_recovered"] >= min_gap),
+        "random_matched_within_tolerance": random is not None and abs(off[random] - off[learned]) <= tolerance + 1e-12,
+        "difference_ci_excludes_0": diff is not None and (diff["ci_low"] > 0 or diff["ci_high"] < 0),
+        "learned_beats_random": diff is not None and diff["ci_low"] > 0,
+    }
+    out["thresholds"] = {"max_offload": max_offload, "min_gap": min_gap, "tolerance": tolerance, "ci_level": level}
+    out["holds"] = all(out["checks"].values())
+    return out
+
+
+def run_accuracies(rows: Sequence[dict], n_subsets: int = 5) -> pd.DataFrame:
+    """Per-run accuracy (method, run, accuracy) for box plots: the protocol's runs when a method has several samples
+    per problem; with one sample, ``n_subsets`` disjoint, equally sized problem subsets (in file order) stand in
+    for runs."""
+    if n_subsets < 1:
+        raise ValueError(f"n_subsets={n_subsets}: expected ≥ 1")
+    df = _frame(rows)
+    df = df[df["scorable"]]
+    out = []
+    for name, m in df.groupby("method", sort=False):
+        if m["sample"].nunique() > 1:
+            acc = m.groupby("sample")["correct"].mean()
+        else:
+            ids = list(dict.fromkeys(m["problem_id"]))
+            group = {pid: i * n_subsets // len(ids) for i, pid in enumerate(ids)}
+            acc = m.groupby(m["problem_id"].map(group))["correct"].mean()
+        out += [{"method": name, "run": int(k), "accuracy": float(v)} for k, v in acc.items()]
+    return pd.DataFrame(out, columns=["method", "run", "accuracy"])
+
+
+def median_wall_rows(passes: Sequence[Sequence[dict]]) -> list[dict]:
+    """Per (method, problem, sample): the row whose measured ``wall_s`` is the median over several timing passes of
+    the same grid (spread in time, so that a noisy machine's slow spells do not hit every pass of one problem)."""
+    by_key: dict[tuple, list[dict]] = {}
+    for rows in passes:
+        for r in rows:
+            by_key.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    counts = {len(v) for v in by_key.values()}
+    if counts != {len(passes)}:
+        raise ValueError(f"timing passes hold different grids (rows per key: {sorted(counts)}); run every pass fully")
+    return [sorted(v, key=lambda r: r["wall_s"])[len(v) // 2] for v in by_key.values()]
+
+
+def time_per_problem(rows: Sequence[dict]) -> pd.Series:
+    """Measured seconds per problem by method: each batch's wall time over its size (throughput, not latency)."""
+    df = pd.DataFrame([{"method": r["method"], "s": r["batch_wall_s"] / r["batch_size"]} for r in rows])
+    return df.groupby("method", sort=False)["s"].mean()
+
+
+def results_markdown(df: pd.DataFrame, s_per_problem: Mapping[str, float] | None = None) -> str:
+    """``aggregate``'s frame as a Markdown table (for results.md and the README)."""
+    head = ("| method | accuracy [95 % CI] | offload tokens | offload chars | tokens small / big | "
+            "s / problem | truncated | n |")
+    lines = [head, "|" + "---|" * 8]
+    for r in df.to_dict("records"):
+        ci = "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.1%}, {r['ci_high']:.1%}]"
+        spp = r["wall_s"] if s_per_problem is None else s_per_problem.get(r["method"], r["wall_s"])
+        lines.append(f"| {r['method']} | {r['accuracy']:.1%}{ci} | {r['offload_token_fraction']:.1%} | "
+                     f"{r['offload_char_fraction']:.1%} | {r['tokens_small']:.0f} / {r['tokens_big']:.0f} | "
+                     f"{spp:.3f} | {r['truncated_share']:.1%} | {r['n_problems']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def claim_markdown(c: dict) -> str:
+    """``claim``'s result as a few Markdown lines (for results.md and the README)."""
+    acc, off, gap = c["accuracy"], c["offload"], c["gap_recovered"]
+    unit = "tokens" if c["offload_measure"] == "offload_token_fraction" else "characters"
+    lines = [f"- small alone ({c['small']}): {_fmt(acc[c['small']], '.1%')}; "
+             f"big alone ({c['big']}): {_fmt(acc[c['big']], '.1%')}",
+             f"- learned ({c['learned']}): {_fmt(acc[c['learned']], '.1%')} at {_fmt(off[c['learned']], '.1%')} "
+             f"offload ({unit}); gap recovered {_fmt(gap['gap_recovered'], '.2f')} "
+             f"[95 % CI {_fmt(gap['ci_low'], '.2f')}, {_fmt(gap['ci_high'], '.2f')}]"]
+    if c["random"] is None:
+        lines.append("- random switching: no point within the matching tolerance of the learned offload")
+    else:
+        d, rgap = c["difference"], c["random_gap_recovered"]
+        lines += [f"- random ({c['random']}): {_fmt(acc[c['random']], '.1%')} at {_fmt(off[c['random']], '.1%')} "
+                  f"offload; gap recovered {_fmt(rgap['gap_recovered'], '.2f')}",
+                  f"- learned − random: {_fmt(d['diff'], '+.1%')} [95 % CI {_fmt(d['ci_low'], '+.1%')}, "
+                  f"{_fmt(d['ci_high'], '+.1%')}] (paired over {d['n_problems']} problems)"]
+    t = c["thresholds"]
+    failed = [k for k, ok in c["checks"].items() if not ok]
+    lines.append(f"- claim (offload ≤ {t['max_offload']:.0%}, gap recovered ≥ {t['min_gap']:.2f}, random matched "
+                 f"±{t['tolerance'] * 100:.0f} points, CI of the difference excludes 0): "
+                 f"**{'holds' if c['holds'] else 'does not hold'}**" + (f" (failed: {', '.join(failed)})" if failed else ""))
+    return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ import logging
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -81,3 +81,51 @@ def measure_profile(backends: dict[str, Backend], name: str, device: str, progre
                  1e3 * m.prefill_call_s, m.decode_tok_per_s)
     return HardwareProfile(name=name, device=device, models=models, source="measured by splitlib.profiling",
                            meta={"backend": {k: b.name for k, b in backends.items()}, **kwargs})
+
+
+def measure_interleaved(backends: dict[str, Backend], name: str, device: str, rounds: int,
+                        between: Callable[[int], object], progress: bool = True, **kwargs) -> list[HardwareProfile]:
+    """``rounds`` times: measure a profile, then call ``between(round)`` (e.g. time some real runs). Returns the
+    profile of each round: on a shared machine whose load drifts, each round's profile saw the load of the runs
+    timed right after it (``mean_profile`` averages them)."""
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: expected >= 1")
+    profiles = []
+    for k in tqdm(range(rounds), desc="profile + timing rounds", disable=not progress):
+        profiles.append(measure_profile(backends, name, device, progress=False, **kwargs))
+        between(k)
+    return profiles
+
+
+def _harmonic(rates: Sequence[float]) -> float:
+    """The rate of the mean time per token (what averaging measurements over time gives)."""
+    return 1.0 / statistics.fmean(1.0 / r for r in rates)
+
+
+def _mean_curve(curves: Sequence[tuple]) -> tuple:
+    contexts = [tuple(c for c, _ in curve) for curve in curves]
+    if len(set(contexts)) > 1:
+        raise ValueError(f"profiles measured at different contexts {sorted(set(contexts))}; measure them alike")
+    return tuple((ctx, _harmonic([curve[i][1] for curve in curves])) for i, ctx in enumerate(contexts[0]))
+
+
+def mean_profile(profiles: Sequence[HardwareProfile], name: str | None = None) -> HardwareProfile:
+    """One profile from several measured alike (e.g. interleaved with timed runs on a shared machine): per model,
+    rates averaged as time per token, per-call costs averaged."""
+    if not profiles:
+        raise ValueError("mean_profile needs at least one profile")
+    keys = [tuple(p.models) for p in profiles]
+    if len(set(keys)) > 1:
+        raise ValueError(f"profiles hold different models {sorted(set(keys))}")
+    models = {}
+    for key in keys[0]:
+        ms = [p.models[key] for p in profiles]
+        models[key] = ModelThroughput(
+            prefill_tok_per_s=_harmonic([m.prefill_tok_per_s for m in ms]),
+            decode_tok_per_s=_harmonic([m.decode_tok_per_s for m in ms]),
+            prefill_curve=_mean_curve([m.prefill_curve for m in ms]), decode_curve=_mean_curve([m.decode_curve for m in ms]),
+            prefill_call_s=statistics.fmean(m.prefill_call_s for m in ms),
+            decode_call_s=statistics.fmean(m.decode_call_s for m in ms))
+    first = profiles[0]
+    return HardwareProfile(name or first.name, first.device, models, first.source,
+                           {**first.meta, "rounds": len(profiles)})

@@ -289,6 +289,37 @@ def simulate_trace(trace: Trace, profile: HardwareProfile | str, small: str, big
     return res.simulated_s
 
 
+def simulate_rows(rows: Sequence[dict], profile: HardwareProfile | str, small: str = "small", big: str = "big",
+                  mode: str = "serial") -> pd.DataFrame:
+    """Simulated seconds (``sim_s``) beside the measured ``wall_s`` for evaluation rows (``splitlib.evaluate``),
+    each priced from its stored trace."""
+    hw = get_profile(profile)
+    out = []
+    for r in rows:
+        trace = Trace.from_json(r["trace"])
+        out.append({"method": r["method"], "problem_id": r["problem_id"], "sample": r["sample"],
+                    "policy": r.get("policy"), "offload_token_fraction": trace.offload_token_fraction,
+                    "tokens": trace.total_tokens, "wall_s": trace.wall_s,
+                    "sim_s": simulate_trace(trace, hw, small, big, mode)})
+    return pd.DataFrame(out)
+
+
+def switch_costs_from(traces: Iterable[Trace]) -> SwitchCosts:
+    """Per-hand-off costs as measured in real traces: kept big tokens, take-back check and discarded tokens per
+    offloaded span (defaults where the traces hold no hand-off)."""
+    spans = kept = check = discarded = 0
+    for t in traces:
+        for s in t.segments:
+            if s.model == "big":
+                spans += 1
+                kept += len(s.token_ids)
+                check += s.check_tokens
+                discarded += s.discarded_tokens
+    if not spans or not kept:
+        return SwitchCosts()
+    return SwitchCosts(span_tokens=kept / spans, check_tokens=check / spans, discarded_tokens=discarded / spans)
+
+
 def sweep(offloads: Iterable[float], profile: HardwareProfile | str, small: str, big: str | Sequence[str],
           mode: str = "paper", **kwargs: Any) -> pd.DataFrame:
     """One row per (big, offload): the ``SimResult`` fields plus ``small`` and ``big``."""
