@@ -38,12 +38,13 @@ def _prefill_s(backend: Backend, context: list[int], new: list[int]) -> float:
     return time.perf_counter() - t0
 
 
-def _decode_s_per_token(backend: Backend, context: list[int], n_tokens: int) -> float:
+def decode_s_per_token(backend: Backend, context: list[int], n_tokens: int) -> float:
+    """Seconds per token of batch-1 greedy decoding after ``context`` (up to ``n_tokens``; EOS ends it early)."""
     session = backend.open(context)
     run_ops(backend, [Decode(session, 1)])
     t0 = time.perf_counter()
-    run_ops(backend, [Decode(session, n_tokens)])
-    return (time.perf_counter() - t0) / n_tokens
+    (done,) = run_ops(backend, [Decode(session, n_tokens)])
+    return (time.perf_counter() - t0) / max(len(done.value), 1)
 
 
 def measure_throughput(backend: Backend, contexts: Sequence[int] = (32, 128, 256, 448), prefill_sizes=(8, 64),
@@ -63,7 +64,7 @@ def measure_throughput(backend: Backend, contexts: Sequence[int] = (32, 128, 256
         per_token = max((t_big - t_small) / (big_n - small_n), 1e-9)
         call_s.append(max(t_small - small_n * per_token, 0.0))
         prefill_pts.append((float(ctx), 1.0 / per_token))
-        dec = statistics.median(_decode_s_per_token(backend, context, decode_tokens) for _ in range(repeats))
+        dec = statistics.median(decode_s_per_token(backend, context, decode_tokens) for _ in range(repeats))
         decode_pts.append((float(ctx), 1.0 / dec))
     return ModelThroughput(
         prefill_tok_per_s=statistics.median(r for _, r in prefill_pts),

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 
 import torch
@@ -85,17 +84,16 @@ def step_accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, problems
 
 def decode_speed(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str, n_tokens: int,
                  repeats: int = 3) -> dict[str, float]:
-    """Batch-1 greedy decode with a KV cache: median seconds per token over ``repeats`` runs (EOS ignored)."""
-    enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
-    times = []
-    with torch.inference_mode():
-        model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model.generate(**enc, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
-                           pad_token_id=tok.pad_token_id)
-            times.append((time.perf_counter() - t0) / n_tokens)
-    s_per_tok = sorted(times)[len(times) // 2]
+    """Batch-1 greedy decoding through the cooperative decoder's ``hf`` backend (KV cache, one forward per token),
+    i.e. the per-token cost the decoder pays: median seconds per token over ``repeats`` runs."""
+    from splitlib.backends.hf import HFBackend
+    from splitlib.profiling import decode_s_per_token
+
+    backend = HFBackend(model, tok)
+    context = tok(prompt, add_special_tokens=False)["input_ids"]
+    decode_s_per_token(backend, context, 4)  # warm-up
+    times = sorted(decode_s_per_token(backend, context, n_tokens) for _ in range(repeats))
+    s_per_tok = times[len(times) // 2]
     return {"decode_s_per_token": s_per_tok, "decode_tok_per_s": 1.0 / s_per_tok}
 
 
