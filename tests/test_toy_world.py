@@ -285,3 +285,17 @@ def test_vllm_greedy_output_equals_transformers_greedy_generate(toy_problems, to
     assert list(result.prompt_token_ids) == prompt_ids  # vLLM tokenizes the chat prompt as transformers does
     assert _until_eos(list(completion.token_ids), toy_tokenizer.eos_token_id) == hf_ids
 
+
+
+def test_decode_speed_times_the_decoders_backend_per_token_decoded(tiny_models, toy_tokenizer, monkeypatch):
+    from splitlib import profiling
+    from splitlib.toy.diagnostics import decode_speed
+
+    small = tiny_models["small"]
+    prompt = prompts.build_prompt(toy_tokenizer, "Bonus: 1 2 3 4. Start at 0;", "small")
+    calls = []
+    real = profiling.decode_s_per_token
+    monkeypatch.setattr(profiling, "decode_s_per_token", lambda b, c, n: calls.append((type(b).__name__, n)) or real(b, c, n))
+    speed = decode_speed(small, toy_tokenizer, prompt, n_tokens=8, repeats=3)
+    assert calls == [("HFBackend", 4)] + [("HFBackend", 8)] * 3  # a warm-up, then the timed runs
+    assert speed["decode_s_per_token"] > 0 and speed["decode_tok_per_s"] == pytest.approx(1 / speed["decode_s_per_token"])
