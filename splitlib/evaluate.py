@@ -778,5 +778,6 @@ def claim_markdown(c: dict) -> str:
     failed = [k for k, ok in c["checks"].items() if not ok]
     lines.append(f"- claim (offload ≤ {t['max_offload']:.0%}, gap recovered ≥ {t['min_gap']:.2f}, random matched "
                  f"±{t['tolerance'] * 100:.0f} points, CI of the difference excludes 0): "
-                 f"**{'holds' if c['holds'] else 'does not hold'}**" + (f" (failed: {', '.join(failed)})" if failed else ""))
+                 f"**{'holds' if c['holds'] else 'does not hold'}**"
+                 + (f" (failed: {', '.join(failed)})" if failed else ""))
     return "\n".join(lines) + "\n"

@@ -265,13 +265,13 @@ class _EvalSetup(Common):
     benchmark_source: str  # toy: file inside the run dir (data/test.jsonl); else a hub id or a local copy
     n_problems: int  # how many held-out problems (the first n)
     protocol: Literal["paper", "deepseek", "custom"]  # evaluation protocol (splitlib.evaluate.PROTOCOLS)
-    protocol_settings: dict[str, Any]  # overrides of the protocol (custom: all of temperature, top_p, max_new_tokens, samples, aggregate)
+    protocol_settings: dict[str, Any]  # protocol overrides (custom: temperature, top_p, max_new_tokens, samples, aggregate)
     kind: Literal["hf", "vllm", "openai"]  # backend for the small models (vllm batches problems; hf runs one at a time)
     big_kind: Literal["hf", "vllm", "openai"]  # backend for the big model
     backend_opts: dict[str, Any]  # per model key ("base", "big", a checkpoint name): loader options
     decode: dict[str, Any]  # DecodeConfig settings besides sampling (big_chunk_tokens, max_offload_tokens, ...)
     batch_size: int  # problems handed to the engine at once (one append to samples.jsonl per batch)
-    torch_threads: int  # CPU threads (0: the libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
+    torch_threads: int  # CPU threads (0: libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
     small_model: str  # base small model: path inside the run dir (models/small), a directory or a hub id
     big_model: str  # big model: path inside the run dir (models/big), a directory or a hub id
 
@@ -348,13 +348,13 @@ class Figure5Params(Common):
     paper_bigs: list[str]  # big model keys: one curve each
     table_offloads: list[float]  # offload fractions of the speed-up table
     table_modes: list[str]  # simulator modes of the speed-up table
-    figure5_left: list[list[Any]]  # boxes in order: [label, paper mode label or null, this run's method, @small/@big/@learned/@random, or null]
+    figure5_left: list[list[Any]]  # boxes: [label, paper mode or null, method, @small/@big/@learned/@random or null]
     n_subsets: int  # this run with one sample per problem: disjoint problem subsets stand in for runs
     profile_kind: Literal["hf", "vllm", "openai"]  # backend profiled and timed at batch 1 (as one user would run it)
     profile_contexts: list[int]  # context lengths at which throughput is measured
     profile_repeats: int  # repeats per measurement (median)
     profile_rounds: int  # profiling and timing alternate this many times (the profile is their mean)
-    torch_threads: int  # CPU threads for profiling and timing (0: torch's default); 1 keeps tiny models steady on shared cores
+    torch_threads: int  # CPU threads for profiling and timing (0: torch's default); 1 suits tiny models
     backend_opts: dict[str, Any]  # per model key: loader options of the profiled backends
     timing_problems: int  # problems decoded at batch 1 per timed method (measured latency)
     timing_runs: int  # each timed problem decoded this many times; the median wall time is kept (noisy machines)

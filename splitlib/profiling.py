@@ -124,7 +124,8 @@ def mean_profile(profiles: Sequence[HardwareProfile], name: str | None = None) -
         models[key] = ModelThroughput(
             prefill_tok_per_s=_harmonic([m.prefill_tok_per_s for m in ms]),
             decode_tok_per_s=_harmonic([m.decode_tok_per_s for m in ms]),
-            prefill_curve=_mean_curve([m.prefill_curve for m in ms]), decode_curve=_mean_curve([m.decode_curve for m in ms]),
+            prefill_curve=_mean_curve([m.prefill_curve for m in ms]),
+            decode_curve=_mean_curve([m.decode_curve for m in ms]),
             prefill_call_s=statistics.fmean(m.prefill_call_s for m in ms),
             decode_call_s=statistics.fmean(m.decode_call_s for m in ms))
     first = profiles[0]

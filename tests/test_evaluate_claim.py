@@ -34,7 +34,8 @@ def summary_of(rows: list[dict]) -> pd.DataFrame:
 @pytest.fixture
 def claim_rows() -> list[dict]:
     return (method_rows("small", 4) + method_rows("big", 18, offload=1.0, policy="big_only")
-            + method_rows("learned", 16, offload=0.12) + method_rows("random r9", 6, offload=0.11, policy="random_switch")
+            + method_rows("learned", 16, offload=0.12)
+            + method_rows("random r9", 6, offload=0.11, policy="random_switch")
             + method_rows("random r4", 8, offload=0.2, policy="random_switch"))
 
 
