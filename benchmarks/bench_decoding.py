@@ -33,20 +33,13 @@ SPEED_TOKENS = 128  # tokens decoded to measure s/token
 
 
 def measure_speed(backend, prompt_ids: list[int], n: int) -> dict:
-    """Decode and prefill seconds per token, batch 1 (median of 3 runs)."""
-    decode_s, prefill_s = [], []
-    for _ in range(3):
-        s = backend.open(prompt_ids)
-        t0 = time.perf_counter()
-        out = s.decode(n)
-        decode_s.append((time.perf_counter() - t0) / len(out))
-        s2 = backend.open(prompt_ids[:1])
-        s2.decode(1)
-        chunk = (prompt_ids + out)[1 : 1 + n]
-        t0 = time.perf_counter()
-        s2.score(chunk)
-        prefill_s.append((time.perf_counter() - t0) / len(chunk))
-    return {"decode_s_per_token": sorted(decode_s)[1], "prefill_s_per_token": sorted(prefill_s)[1]}
+    """Decode and prefill seconds per token, batch 1 (median of 3 runs), timed as ``splitlib.profiling`` does."""
+    from splitlib import profiling
+
+    chunk = (prompt_ids + backend.open(prompt_ids).decode(n))[1 : 1 + n]  # read after the first token is cached
+    decode_s = sorted(profiling.decode_s_per_token(backend, prompt_ids, n) for _ in range(3))
+    prefill = sorted(profiling.prefill_s(backend, prompt_ids[:1], chunk) / len(chunk) for _ in range(3))
+    return {"decode_s_per_token": decode_s[1], "prefill_s_per_token": prefill[1]}
 
 
 def ideal_serial_s(traces, speed: dict) -> float:

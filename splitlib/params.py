@@ -114,6 +114,15 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
+def build_config(cls: type, params: Mapping[str, Any], what: str, error: type[Exception] = TypeError) -> Any:
+    """``cls(**params)`` for a dataclass, with an ``error`` naming unknown keys and the allowed ones."""
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise error(f"{what}: unknown parameter(s) {unknown}; allowed: {allowed or 'none'}")
+    return cls(**params)
+
+
 def check(cond: bool, key: str, value: Any, allowed: str) -> None:
     """Raise a ParamError naming ``key`` unless ``cond``."""
     if not cond:

@@ -16,12 +16,12 @@ problem key, so any subset of problems reruns identically.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from splitlib.params import build_config
 from splitlib.trace import Model
 
 
@@ -163,12 +163,7 @@ def make_policy(name: str, **params) -> Policy:
     """A policy by registry name; unknown names or parameters fail with the allowed ones listed."""
     if name not in POLICIES:
         raise ValueError(f"policy {name!r}: expected one of {', '.join(POLICIES)}")
-    cls = POLICIES[name]
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(f"policy {name!r}: unknown parameter(s) {unknown}; allowed: {allowed or 'none'}")
-    return cls(**params)
+    return build_config(POLICIES[name], params, f"policy {name!r}", error=ValueError)
 
 
 def _check_unit(name: str, value: float) -> None:

@@ -28,7 +28,7 @@ def _ids(backend: Backend, n: int, rng: random.Random) -> list[int]:
     return [rng.choice(vocab) for _ in range(n)]
 
 
-def _prefill_s(backend: Backend, context: list[int], new: list[int]) -> float:
+def prefill_s(backend: Backend, context: list[int], new: list[int]) -> float:
     """Seconds for reading ``new`` after ``context`` is cached (a Score op = one forward over the new tokens)."""
     session = backend.open(context)
     run_ops(backend, [Decode(session, 1)])  # caches the context (and decodes one token)
@@ -59,8 +59,8 @@ def measure_throughput(backend: Backend, contexts: Sequence[int] = (32, 128, 256
             raise ValueError(f"context {ctx} + {max(big_n, decode_tokens)} tokens exceeds the model's "
                              f"max length {backend.max_model_len}; pass smaller contexts")
         context = _ids(backend, ctx, rng)
-        t_small = statistics.median(_prefill_s(backend, context, _ids(backend, small_n, rng)) for _ in range(repeats))
-        t_big = statistics.median(_prefill_s(backend, context, _ids(backend, big_n, rng)) for _ in range(repeats))
+        t_small = statistics.median(prefill_s(backend, context, _ids(backend, small_n, rng)) for _ in range(repeats))
+        t_big = statistics.median(prefill_s(backend, context, _ids(backend, big_n, rng)) for _ in range(repeats))
         per_token = max((t_big - t_small) / (big_n - small_n), 1e-9)
         call_s.append(max(t_small - small_n * per_token, 0.0))
         prefill_pts.append((float(ctx), 1.0 / per_token))

@@ -6,7 +6,6 @@ spans over the ORIGINAL trace text, or raises ``AnnotationFailure`` with a short
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,15 +98,6 @@ def get_annotator(name: str, **params: Any) -> Annotator:
     if name not in _REGISTRY:
         raise KeyError(f"unknown annotator {name!r}; available: {', '.join(available())}")
     return _REGISTRY[name](**params)
-
-
-def build_config(cls: type, params: Mapping[str, Any], what: str) -> Any:
-    """``cls(**params)`` with an error naming unknown keys and the allowed ones."""
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise TypeError(f"{what}: unknown parameter(s) {unknown}; allowed: {allowed}")
-    return cls(**params)
 
 
 def check_fraction(name: str, value: float) -> None:

@@ -31,11 +31,11 @@ from splitlib.annotate.base import (
     AnnotationFailure,
     RetryPolicy,
     Row,
-    build_config,
     check_fraction,
     register,
 )
 from splitlib.annotate.matching import MatchConfig, locate_snippets
+from splitlib.params import build_config
 
 log = logging.getLogger(__name__)
 

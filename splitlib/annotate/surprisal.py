@@ -25,10 +25,10 @@ from splitlib.annotate.base import (
     RetryPolicy,
     Row,
     Span,
-    build_config,
     check_fraction,
     register,
 )
+from splitlib.params import build_config
 from splitlib.toy.world import step_spans as toy_steps
 
 log = logging.getLogger(__name__)

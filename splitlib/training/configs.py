@@ -8,11 +8,14 @@ Order of precedence: preset < device flags < overrides. The device flags are the
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import PrinterCallback, Trainer
+from transformers import PreTrainedTokenizerBase, PrinterCallback, Trainer
+from transformers.trainer_utils import TrainOutput
 from trl import GRPOConfig, SFTConfig
 
 Preset = Literal["paper", "toy", "smoke"]
@@ -174,7 +177,17 @@ def grpo_config(preset: Preset = "toy", device: Device = "auto", **overrides: An
     return _build(GRPOConfig, kwargs)
 
 
-def quiet(trainer: Trainer, progress: bool) -> None:
-    """Without progress bars the Trainer prints every log row; library code does not print (the logs are returned)."""
+def train_and_save(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out_dir: Path, progress: bool
+                   ) -> tuple[TrainOutput, float]:
+    """Train, save model and tokenizer to ``out_dir``; returns TRL's result and the measured training seconds.
+
+    Without progress bars the Trainer would print every log row; library code does not print (the logs are
+    returned), so its printer is removed."""
     if not progress:
         trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    result = trainer.train()
+    wall_s = time.perf_counter() - start
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(out_dir)
+    return result, wall_s

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from trl import GRPOTrainer
 
 from splitlib import prompts, rewards
-from splitlib.training.configs import grpo_config, quiet
+from splitlib.training.configs import grpo_config, train_and_save
 from splitlib.training.rollout import OffloadRollout, RolloutProblem
 from splitlib.training.tokens import require_control_tokens, trl_prompt_text
 
@@ -153,12 +152,7 @@ def run_grpo(
         processing_class=tokenizer,
         rollout_func=rollout,
     )
-    quiet(trainer, progress)
-    start = time.perf_counter()
-    result = trainer.train()
-    wall_s = time.perf_counter() - start
-    trainer.save_model(str(out_dir))
-    tokenizer.save_pretrained(out_dir)
+    result, wall_s = train_and_save(trainer, tokenizer, out_dir, progress)
     log.info("GRPO (%s): %d steps in %.1f s", mode, result.global_step, wall_s)
     return {
         "mode": mode,

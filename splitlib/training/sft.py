@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from trl import SFTTrainer
 
 from splitlib import prompts, rewards, tags
-from splitlib.training.configs import quiet, sft_config
+from splitlib.training.configs import sft_config, train_and_save
 from splitlib.training.tokens import ensure_control_tokens, trl_prompt_text
 
 log = logging.getLogger(__name__)
@@ -75,12 +74,7 @@ def run_sft(
     dataset = sft_dataset(annotated_rows, tokenizer, trace_key)
     args = sft_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    quiet(trainer, progress)
-    start = time.perf_counter()
-    result = trainer.train()
-    wall_s = time.perf_counter() - start
-    trainer.save_model(str(out_dir))
-    tokenizer.save_pretrained(out_dir)
+    result, wall_s = train_and_save(trainer, tokenizer, out_dir, progress)
     log.info("SFT: %d steps in %.1f s, final loss %.4f", result.global_step, wall_s, result.training_loss)
     return {
         "loss_curve": loss_curve(trainer.state.log_history),
