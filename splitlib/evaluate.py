@@ -495,13 +495,19 @@ def aggregate(rows: Sequence[dict], protocol: EvalProtocol) -> pd.DataFrame:
     return pd.DataFrame([_method_summary(m, protocol) for _, m in df.groupby("method", sort=False)])
 
 
+def _accuracy_by_problem(rows: Sequence[dict], methods: Sequence[str]) -> pd.DataFrame:
+    """Per-problem accuracy, one column per method; every one of ``methods`` must have scorable rows."""
+    acc = per_problem_accuracy(rows).pivot(index="problem_id", columns="method", values="accuracy")
+    missing = [m for m in methods if m not in acc.columns]
+    if missing:
+        raise ValueError(f"no scorable rows for {missing}; methods present: {list(acc.columns)}")
+    return acc
+
+
 def paired_difference(rows: Sequence[dict], method_a: str, method_b: str, n_boot: int = 10_000,
                       seed: int = 0, level: float = 0.95) -> dict:
     """Accuracy of A minus B on their common problems, with a paired bootstrap CI over problems."""
-    acc = per_problem_accuracy(rows).pivot(index="problem_id", columns="method", values="accuracy")
-    missing = [m for m in (method_a, method_b) if m not in acc.columns]
-    if missing:
-        raise ValueError(f"no scorable rows for {missing}; methods present: {list(acc.columns)}")
+    acc = _accuracy_by_problem(rows, (method_a, method_b))
     diffs = (acc[method_a] - acc[method_b]).dropna()
     if diffs.empty:
         raise ValueError(f"{method_a} and {method_b} share no problem")
@@ -652,11 +658,7 @@ def match_random(summary: pd.DataFrame, target: float, random_methods: Sequence[
 def gap_recovered_ci(rows: Sequence[dict], method: str, small: str, big: str, n_boot: int = 10_000, seed: int = 0,
                      level: float = 0.95) -> dict:
     """``gap_recovered`` of ``method`` on the problems all three share, with a paired bootstrap CI over problems."""
-    acc = per_problem_accuracy(rows).pivot(index="problem_id", columns="method", values="accuracy")
-    missing = [m for m in (method, small, big) if m not in acc.columns]
-    if missing:
-        raise ValueError(f"no scorable rows for {missing}; methods present: {list(acc.columns)}")
-    x = acc[[method, small, big]].dropna().to_numpy()
+    x = _accuracy_by_problem(rows, (method, small, big))[[method, small, big]].dropna().to_numpy()
     if not len(x):
         raise ValueError(f"{method}, {small} and {big} share no problem")
     point = gap_recovered(*x.mean(axis=0))
