@@ -485,6 +485,17 @@ def test_resuming_with_other_annotator_settings_is_refused(fake, llm, tmp_path):
         run_to_completion(rows, llm(target_fraction=0.3), tmp_path)
 
 
+def test_resuming_over_rows_of_a_changed_trace_is_refused_before_any_request(fake, llm, tmp_path):
+    fake.script = {"ok": ["ok"]}
+    rows = rows_for(["ok"])
+    run_to_completion(rows, llm(), tmp_path)
+    changed = [dict(rows[0], trace=rows[0]["trace"] + " And one more step.")]  # the data was regenerated since
+    fake.reset()
+    with pytest.raises(ValueError, match="other text than the trace of the same id"):
+        run_to_completion(changed, llm(), tmp_path)
+    assert fake.requests == []  # refused before any annotation work
+
+
 # =============================================================================================================
 # THE INVARIANT, enforced on whatever an annotator returns
 class Fixed:

@@ -157,6 +157,17 @@ def _check_settings(out: Path, annotator: Annotator) -> dict[str, Any]:
     return settings
 
 
+def _check_same_traces(out: Path, traces: Sequence[Row]) -> None:
+    """Resuming is keyed by id: refuse rows already in ``out`` whose trace differs from today's trace of that id
+    (the data was regenerated since), instead of silently keeping annotations of other text."""
+    by_id = {r["id"]: r["trace"] for r in traces}
+    stale = [r["id"] for r in runs.read_jsonl(out / ANNOTATED) if by_id.get(r["id"], r["trace"]) != r["trace"]]
+    if stale:
+        raise ValueError(f"{len(stale)} rows in {out / ANNOTATED} annotate other text than the trace of the same id "
+                         f"now (e.g. {stale[0]!r}): the data changed since they were written; use a new output "
+                         f"folder, or delete {out} to start over")
+
+
 def _forget_failures(out: Path, ids: set) -> int:
     """Drop failure rows of ``ids`` (atomically) so they are attempted again; returns how many."""
     rows = runs.read_jsonl(out / FAILURES)
@@ -172,6 +183,8 @@ def annotate_all(traces: Sequence[Row], annotator: Annotator, out_dir: str | Pat
                  retry_failures: bool = False, progress: bool = True) -> RunSummary:
     """Annotate every trace not yet in ``out_dir``; write rows, failures and ``stats.json``.
 
+    Resuming is keyed by id; rows already there whose trace differs from today's are refused (``ValueError``).
+
     ``concurrency``: requests in flight (annotators without ``annotate_batch``); ``max_failure_fraction``: abort
     (``AnnotationAborted``) once at least ``min_items`` traces were processed in this run and more than this share
     failed; ``timeout_s``/``max_retries``: per request (override the rest of the policy with ``retry``);
@@ -186,6 +199,7 @@ def annotate_all(traces: Sequence[Row], annotator: Annotator, out_dir: str | Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = _check_settings(out, annotator)
+    _check_same_traces(out, traces)
     retry = replace(retry or RetryPolicy(), timeout_s=timeout_s, max_retries=max_retries)
     if retry_failures:
         log.info("retrying %d earlier failures", _forget_failures(out, {r["id"] for r in traces}))
