@@ -68,9 +68,11 @@ class ModelsParams(Common):
     vocab_size: int  # toy: BPE vocabulary size before the control tokens
     small: ModelSpec  # toy small model (1 layer, sliding window: cannot see the bonus list from the trace)
     big: ModelSpec  # toy big model
+    pretrain_threads: int  # toy: CPU threads while pretraining (0: the process's setting); timing runs as set
     eval_problems: int  # held-out problems used for the accuracy measurements here
     eval_batch_size: int  # batch size for greedy generation during evaluation
     speed_tokens: int  # tokens decoded (batch 1, KV cache) to measure each model's decode speed
+    speed_rounds: int  # timing rounds, the models alternating; each model's speed is its median
     small_model_id: str  # paper: hub id or local dir of the small model
     big_model_id: str  # paper: hub id or local dir of the big model
 
@@ -88,6 +90,9 @@ class ModelsParams(Common):
               f"enough coded steps for {self.n_train} + {self.n_test} distinct problems (9**len(coded_steps) = "
               f"{n_questions} must be >= 2 * (n_train + n_test))")
         check(self.speed_tokens >= 8, "speed_tokens", self.speed_tokens, "an integer >= 8")
+        check(self.pretrain_threads >= 0, "pretrain_threads", self.pretrain_threads,
+              "0 (the process's setting) or a number of threads")
+        check(self.speed_rounds >= 1, "speed_rounds", self.speed_rounds, "an integer >= 1")
 
 
 

@@ -287,15 +287,49 @@ def test_vllm_greedy_output_equals_transformers_greedy_generate(toy_problems, to
 
 
 
-def test_decode_speed_times_the_decoders_backend_per_token_decoded(tiny_models, toy_tokenizer, monkeypatch):
+def test_decode_speeds_time_the_decoders_backend_in_alternating_rounds(tiny_models, toy_tokenizer, monkeypatch):
     from splitlib import profiling
-    from splitlib.toy.diagnostics import decode_speed
+    from splitlib.toy.diagnostics import decode_speeds
 
-    small = tiny_models["small"]
-    prompt = prompts.build_prompt(toy_tokenizer, "Bonus: 1 2 3 4. Start at 0;", "small")
+    prompts_by_role = {r: prompts.build_prompt(toy_tokenizer, "Bonus: 1 2 3 4. Start at 0;", r) for r in ("small", "big")}
     calls = []
     real = profiling.decode_s_per_token
-    monkeypatch.setattr(profiling, "decode_s_per_token", lambda b, c, n: calls.append((type(b).__name__, n)) or real(b, c, n))
-    speed = decode_speed(small, toy_tokenizer, prompt, n_tokens=8, repeats=3)
-    assert calls == [("HFBackend", 4)] + [("HFBackend", 8)] * 3  # a warm-up, then the timed runs
-    assert speed["decode_s_per_token"] > 0 and speed["decode_tok_per_s"] == pytest.approx(1 / speed["decode_s_per_token"])
+
+    def spy(backend, context, n):
+        role = "small" if backend.model is tiny_models["small"] else "big"
+        calls.append((type(backend).__name__, role, n))
+        return real(backend, context, n)
+
+    monkeypatch.setattr(profiling, "decode_s_per_token", spy)
+    speeds = decode_speeds(tiny_models, toy_tokenizer, prompts_by_role, n_tokens=8, rounds=3)
+    roles = list(tiny_models)
+    warm_up = [("HFBackend", r, 4) for r in roles]
+    timed = [("HFBackend", r, 8) for r in roles + roles[::-1] + roles]  # the order flips every other round
+    assert calls == warm_up + timed
+    for r in roles:
+        assert speeds[r]["decode_s_per_token"] > 0
+        assert speeds[r]["decode_tok_per_s"] == pytest.approx(1 / speeds[r]["decode_s_per_token"])
+    with pytest.raises(ValueError, match="rounds=0"):
+        decode_speeds(tiny_models, toy_tokenizer, prompts_by_role, n_tokens=8, rounds=0)
+
+def test_pretrain_is_seeded_and_restores_the_thread_count(tiny_models, toy_tokenizer):
+    import copy
+
+    from splitlib.toy import build as toy_build
+    from splitlib.toy.models import PretrainConfig, pretrain
+
+    world = ToyWorldConfig()
+    cfg = PretrainConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, seed=5, threads=1)
+    before = torch.get_num_threads()
+    trained = []
+    for _ in range(2):
+        model = copy.deepcopy(tiny_models["small"])
+        curve = pretrain(model, toy_tokenizer, world, cfg, toy_build.prompt_fn(toy_tokenizer, "small"), progress=False)
+        assert torch.get_num_threads() == before  # training's own setting does not leak into later timing
+        assert [row["step"] for row in curve] == [0, 2] and all(row["loss"] > 0 for row in curve)
+        trained.append(model.state_dict())
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])  # same seed, same weights
+    assert not torch.equal(trained[0]["model.embed_tokens.weight"], tiny_models["small"].state_dict()["model.embed_tokens.weight"])
+    with pytest.raises(ValueError, match="threads=-1"):
+        pretrain(copy.deepcopy(tiny_models["small"]), toy_tokenizer, world, PretrainConfig(steps=1, threads=-1),
+                 toy_build.prompt_fn(toy_tokenizer, "small"), progress=False)

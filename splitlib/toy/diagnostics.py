@@ -4,7 +4,7 @@
 - per-step accuracy, teacher-forced: a step counts as right when every one of its tokens is the model's
   greedy prediction given the gold prefix; split by easy vs hard steps;
 - where the first wrong step of a free generation falls (easy or hard);
-- decode tokens/s at batch 1 with a KV cache.
+- decode tokens/s at batch 1 with a KV cache (the models timed in alternating rounds).
 """
 
 from __future__ import annotations
@@ -82,23 +82,37 @@ def step_accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, problems
         f"{k}_steps": total[k] for k in total}
 
 
-def decode_speed(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompt: str, n_tokens: int,
-                 repeats: int = 3) -> dict[str, float]:
+def decode_speeds(models: dict[str, PreTrainedModel], tok: PreTrainedTokenizerBase, prompts: dict[str, str],
+                  n_tokens: int, rounds: int = 5) -> dict[str, dict[str, float]]:
     """Batch-1 greedy decoding through the cooperative decoder's ``hf`` backend (KV cache, one forward per token),
-    i.e. the per-token cost the decoder pays: median seconds per token over ``repeats`` runs."""
+    i.e. the per-token cost the decoder pays, for each model from its ``prompts[role]``.
+
+    The models are timed in alternating rounds (order reversed every other round), so that a slow spell of a shared
+    machine hits all of them alike; each model's figure is its median seconds per token over ``rounds``.
+    """
     from splitlib.backends.hf import HFBackend
     from splitlib.profiling import decode_s_per_token
 
-    backend = HFBackend(model, tok)
-    context = tok(prompt, add_special_tokens=False)["input_ids"]
-    decode_s_per_token(backend, context, 4)  # warm-up
-    times = sorted(decode_s_per_token(backend, context, n_tokens) for _ in range(repeats))
-    s_per_tok = times[len(times) // 2]
-    return {"decode_s_per_token": s_per_tok, "decode_tok_per_s": 1.0 / s_per_tok}
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: need at least one timing round")
+    backends = {r: HFBackend(m, tok) for r, m in models.items()}
+    contexts = {r: tok(prompts[r], add_special_tokens=False)["input_ids"] for r in models}
+    for r, b in backends.items():
+        decode_s_per_token(b, contexts[r], 4)  # warm-up
+    times: dict[str, list[float]] = {r: [] for r in models}
+    order = list(models)
+    for i in range(rounds):
+        for r in order if i % 2 == 0 else order[::-1]:
+            times[r].append(decode_s_per_token(backends[r], contexts[r], n_tokens))
+    out = {}
+    for r, ts in times.items():
+        s_per_tok = sorted(ts)[len(ts) // 2]
+        out[r] = {"decode_s_per_token": s_per_tok, "decode_tok_per_s": 1.0 / s_per_tok}
+    return out
 
 
 def measure_gap(models: dict, tok: PreTrainedTokenizerBase, problems: list[Problem], prompts_by_role: dict,
-                max_new_tokens: int, batch_size: int, speed_tokens: int, progress: bool = True):
+                max_new_tokens: int, batch_size: int, speed_tokens: int, speed_rounds: int = 5, progress: bool = True):
     """All notebook-00 measurements for each role. Returns (summary rows, per-problem checks)."""
     rows, checks = [], {}
     for role, model in models.items():
@@ -112,6 +126,8 @@ def measure_gap(models: dict, tok: PreTrainedTokenizerBase, problems: list[Probl
                "wrong_traces": len(errs),
                "first_error_in_hard_step": (sum(bool(c.first_error_hard) for c in errs) / len(errs)) if errs else None}
         row |= step_accuracy(model, tok, problems, prompts, progress)
-        row |= decode_speed(model, tok, prompts[0], speed_tokens)
         rows.append(row)
+    speeds = decode_speeds(models, tok, {r: prompts_by_role[r][0] for r in models}, speed_tokens, speed_rounds)
+    for row in rows:
+        row |= speeds[row["model"]]
     return rows, checks

@@ -39,6 +39,7 @@ class PretrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.01
     seed: int = 0
+    threads: int = 0  # CPU threads while training (0: keep the process's setting); restored afterwards
 
 
 def build_model(cfg: ToyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> Qwen2ForCausalLM:
@@ -99,6 +100,18 @@ def pretrain(
 
     ``prompt_fn(problem) -> str`` builds the model's prompt text (its role's chat format).
     """
+    if cfg.threads < 0:
+        raise ValueError(f"threads={cfg.threads}: expected 0 (keep the process's setting) or a thread count")
+    before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _pretrain(model, tokenizer, world, cfg, prompt_fn, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pretrain(model, tokenizer, world, cfg, prompt_fn, progress) -> list[dict]:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
