@@ -212,13 +212,20 @@ class Work:
 
 
 def serial_s(work: Iterable[Work], rates: dict[str, ModelThroughput], prompt_tokens: dict[str, int]) -> float:
-    """Sum over segments of prefill + decode + the other model's check, at each segment's context length."""
+    """Sum over segments of prefill + decode + the other model's check, at each segment's context length.
+
+    A segment that starts with a prefill gets its first token from that forward pass (the decoding loop makes
+    ``decode_tokens`` forward passes in all, the prefill included), so it is priced as the prefill plus
+    ``decode_tokens - 1`` decode steps.
+    """
     total, kept = 0.0, 0
     for w in work:
         other = "big" if w.model == "small" else "small"
         m, ctx = rates[w.model], prompt_tokens.get(w.model, 0) + kept
         total += m.prefill_s(w.prefill_tokens, max(0, ctx - w.prefill_tokens), calls=int(w.prefill_tokens > 0))
-        total += m.decode_s(w.decode_tokens, ctx, calls=int(w.decode_tokens > 0))
+        from_prefill = int(w.prefill_tokens > 0 and w.decode_tokens > 0)
+        steps = w.decode_tokens - from_prefill
+        total += m.decode_s(steps, ctx + from_prefill, calls=int(steps > 0))
         total += rates[other].prefill_s(w.check_tokens, prompt_tokens.get(other, 0) + kept, calls=int(w.check_tokens > 0))
         kept += w.kept_tokens
     return total
@@ -242,7 +249,13 @@ def synthetic_work(c: float, cfg: SimConfig) -> list[Work]:
     return work
 
 
-@register_mode("serial", _alone_profiled, "one device, the models take turns (prices real Traces)")
+def _serial_alone_s(m: ModelThroughput, cfg: SimConfig) -> float:
+    """One model alone: a single serial segment (prompt prefill, then the rest of the generation)."""
+    return serial_s([Work("small", cfg.decode_tokens, cfg.prompt_tokens, cfg.decode_tokens, 0)], {"small": m, "big": m},
+                    {"small": cfg.prompt_tokens})
+
+
+@register_mode("serial", _serial_alone_s, "one device, the models take turns (prices real Traces)")
 def _serial_mode_s(c: float, small: ModelThroughput, big: ModelThroughput, cfg: SimConfig) -> float:
     prompts = {"small": cfg.prompt_tokens, "big": cfg.prompt_tokens}
     return serial_s(synthetic_work(c, cfg), {"small": small, "big": big}, prompts)
