@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/bench_decoding.py --tiny --out /tmp/bench.json   # tiny random models
 
 Measures (transformers backend, batch 1, greedy, toy questions):
-1. overhead: split wall time / ideal serial time, where ideal = decoded tokens x measured s/token + prefilled and
-   checked tokens x measured prefill s/token, per model (the same work done with no loop, switch or call cost);
+1. overhead: split wall time / ideal serial time, where ideal = the traces' own forward passes priced by the
+   ``serial`` simulator with profiles measured between the timed runs (``splitlib.profiling``: decode s/token,
+   prefill s/token + s/call, at the context length): the same work with no loop or switching cost;
 2. take-back cost: small-model forward calls per checked big chunk, one-pass check vs the reference probes;
 3. KV reuse: tokens run through the models per generated token, vs a loop that re-prefills the whole context
    at every switch (computed from the same traces);
@@ -29,29 +30,14 @@ N_PROBLEMS_VLLM = 32  # problems for the batching measurement
 MAX_NEW_TOKENS = 200  # per problem
 CHUNK = 32  # big tokens per chunk
 CAP = 128  # per-offload cap
-SPEED_TOKENS = 128  # tokens decoded to measure s/token
+PROFILE_ROUNDS = 3  # profiles measured between slices of the timed split runs (averaged)
 
 
-def measure_speed(backend, prompt_ids: list[int], n: int) -> dict:
-    """Decode and prefill seconds per token, batch 1 (median of 3 runs), timed as ``splitlib.profiling`` does."""
-    from splitlib import profiling
+def ideal_serial_s(traces, profile) -> float:
+    """The same work priced at the measured speeds (the serial simulator), with no loop or switching cost."""
+    from splitlib import simulator
 
-    chunk = (prompt_ids + backend.open(prompt_ids).decode(n))[1 : 1 + n]  # read after the first token is cached
-    decode_s = sorted(profiling.decode_s_per_token(backend, prompt_ids, n) for _ in range(3))
-    prefill = sorted(profiling.prefill_s(backend, prompt_ids[:1], chunk) / len(chunk) for _ in range(3))
-    return {"decode_s_per_token": decode_s[1], "prefill_s_per_token": prefill[1]}
-
-
-def ideal_serial_s(traces, speed: dict) -> float:
-    """The same work at the measured per-token speeds, with no loop or switching cost."""
-    total = 0.0
-    for t in traces:
-        for seg in t.segments:
-            total += seg.decode_tokens * speed[seg.model]["decode_s_per_token"]
-            total += seg.prefill_tokens * speed[seg.model]["prefill_s_per_token"]
-            if seg.model == "big":
-                total += seg.check_tokens * speed["small"]["prefill_s_per_token"]
-    return total
+    return sum(simulator.simulate_trace(t, profile, "small", "big", mode="serial") for t in traces)
 
 
 def reprefill_baseline_tokens(trace, chunk: int) -> int:
@@ -94,24 +80,39 @@ def small_decode_calls(traces) -> int:
 
 
 def bench_hf(small_dir: str, big_dir: str, questions: list[str]) -> dict:
+    from splitlib import profiling
     from splitlib.backends import load_backend
+    from splitlib.backends.base import Counters
     from splitlib.decoding import DecodeConfig
     from splitlib.handoff import encode_text
     from splitlib.prompts import build_prompt
 
     small, big = load_backend("hf", small_dir), load_backend("hf", big_dir)
-    prompt = encode_text(small.tokenizer, build_prompt(small.tokenizer, questions[0], "small"))
-    speed = {"small": measure_speed(small, prompt, SPEED_TOKENS), "big": measure_speed(big, prompt, SPEED_TOKENS)}
+    prompt_len = len(encode_text(small.tokenizer, build_prompt(small.tokenizer, questions[0], "small")))
     cfg = DecodeConfig(max_new_tokens=MAX_NEW_TOKENS, big_chunk_tokens=CHUNK, max_offload_tokens=CAP)
-    traces, wall, used = run_split(questions, small, big, cfg)
+    traces, wall, used = [], 0.0, {"small": Counters(), "big": Counters()}
+    ends = [(k + 1) * len(questions) // PROFILE_ROUNDS for k in range(PROFILE_ROUNDS)]
+
+    def timed_slice(k: int) -> None:  # profile k was measured just before: it saw the load these runs see
+        nonlocal wall
+        part, part_wall, part_used = run_split(questions[ends[k - 1] if k else 0: ends[k]], small, big, cfg)
+        traces.extend(part)
+        wall += part_wall
+        for m in used:
+            used[m].add(part_used[m])
+
+    contexts = (prompt_len, prompt_len + MAX_NEW_TOKENS // 2, prompt_len + MAX_NEW_TOKENS)
+    profile = profiling.mean_profile(profiling.measure_interleaved(
+        {"small": small, "big": big}, "bench", "cpu", PROFILE_ROUNDS, timed_slice, progress=False, contexts=contexts))
     ref_cfg = dataclasses.replace(cfg, reference=True)
     ref_traces, ref_wall, ref_used = run_split(questions, small, big, ref_cfg)
     generated = sum(t.total_tokens for t in traces)
     computed = used["small"].computed_tokens + used["big"].computed_tokens
     baseline = sum(reprefill_baseline_tokens(t, CHUNK) for t in traces)
-    ideal = ideal_serial_s(traces, speed)
+    ideal = ideal_serial_s(traces, profile)
     return {
-        "speed": speed,
+        "speed": {m: {"decode_s_per_token": 1 / t.decode_tok_per_s, "prefill_s_per_token": 1 / t.prefill_tok_per_s,
+                      "prefill_call_s": t.prefill_call_s} for m, t in profile.models.items()},
         "split": {"problems": len(questions), "generated_tokens": generated, "wall_s": wall, "ideal_serial_s": ideal,
                   "wall_over_ideal": wall / ideal, "offload_token_fraction": _fraction(traces),
                   "handoffs": sum(t.handoffs for t in traces)},
