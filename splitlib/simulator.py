@@ -226,7 +226,8 @@ def serial_s(work: Iterable[Work], rates: dict[str, ModelThroughput], prompt_tok
         from_prefill = int(w.prefill_tokens > 0 and w.decode_tokens > 0)
         steps = w.decode_tokens - from_prefill
         total += m.decode_s(steps, ctx + from_prefill, calls=int(steps > 0))
-        total += rates[other].prefill_s(w.check_tokens, prompt_tokens.get(other, 0) + kept, calls=int(w.check_tokens > 0))
+        if w.check_tokens:
+            total += rates[other].prefill_s(w.check_tokens, prompt_tokens.get(other, 0) + kept)
         kept += w.kept_tokens
     return total
 
@@ -251,7 +252,7 @@ def synthetic_work(c: float, cfg: SimConfig) -> list[Work]:
 
 def _serial_alone_s(m: ModelThroughput, cfg: SimConfig) -> float:
     """One model alone: a single serial segment (prompt prefill, then the rest of the generation)."""
-    return serial_s([Work("small", cfg.decode_tokens, cfg.prompt_tokens, cfg.decode_tokens, 0)], {"small": m, "big": m},
+    return serial_s([Work("small", cfg.decode_tokens, cfg.prompt_tokens, cfg.decode_tokens, 0)], {"small": m},
                     {"small": cfg.prompt_tokens})
 
 
