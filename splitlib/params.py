@@ -1,10 +1,8 @@
-"""Notebook parameters: one frozen dataclass per notebook; validation before any work starts.
+"""Checked construction of frozen dataclasses from plain values: the validation leaf of splitlib.
 
-papermill only *warns* about parameters a notebook does not define, so each notebook checks itself:
-the cell before ``parameters`` records ``_names_before = set(globals())``; right after the parameters
-(and papermill's injected cell) ``load_from_notebook(NAME, globals(), _names_before)`` rejects unknown names,
-missing names, wrong types and impossible values, naming the key, the value and what is allowed.
-The same schemas validate ``params/<profile>/NN_*.yaml`` in ``splitreason run`` before anything executes.
+``build(cls, mapping)`` rejects unknown and missing keys and wrong types, naming the key, the value and what is
+allowed; ``check`` is the one-line rule used in ``__post_init__``. It imports nothing from splitlib: the notebook
+schemas (``splitlib.notebook_params``) and the feature configs (policies, annotators) build on it.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -127,41 +124,6 @@ def check(cond: bool, key: str, value: Any, allowed: str) -> None:
     """Raise a ParamError naming ``key`` unless ``cond``."""
     if not cond:
         raise ParamError(f"parameter {key}={value!r}: expected {allowed}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# notebook entry points
-def schema(notebook: str) -> type:
-    from splitlib import notebook_params
-
-    known = notebook_params.SCHEMAS
-    if notebook not in known:
-        raise ParamError(f"no parameter schema for notebook {notebook!r}; known: {', '.join(known)}")
-    return known[notebook]
-
-
-def load_from_notebook(notebook: str, namespace: Mapping[str, Any], names_before: set[str]) -> Any:
-    """Validate the parameters a notebook kernel holds (its parameters cell plus papermill's injected cell)."""
-    cls = schema(notebook)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    new = {k for k in namespace if k not in names_before and not k.startswith("_")}
-    values = {k: namespace[k] for k in new if not isinstance(namespace[k], types.ModuleType)}
-    values = {k: v for k, v in values.items() if k in fields or not callable(v)}
-    return build(cls, values)
-
-
-def load_yaml(notebook: str, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
-    """Validate a ``params/<profile>/NN_*.yaml`` file (plus overrides) against the notebook's schema."""
-    p = Path(path)
-    if not p.exists():
-        raise ParamError(f"missing parameter file {p}; every profile needs one per notebook")
-    values = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(values, Mapping):
-        raise ParamError(f"{p}: expected a mapping of parameter names to values")
-    try:
-        return build(schema(notebook), {**values, **(overrides or {})})
-    except ParamError as err:
-        raise ParamError(f"{p}: {err}") from err
 
 
 def as_dict(params: Any) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from splitlib import notebook_params as nbp
 from splitlib import params as sp
 from splitlib import runs
 
@@ -67,7 +68,7 @@ def plan(profile: str, names: list[str], run_name: str, outputs_root: str) -> li
     steps = []
     for name in names:
         path = profile_dir / f"{name}.yaml"
-        validated = sp.load_yaml(name, path, {"run_name": run_name, "outputs_root": outputs_root})
+        validated = nbp.load_yaml(name, path, {"run_name": run_name, "outputs_root": outputs_root})
         steps.append(Step(name, NOTEBOOKS_DIR / f"{name}.ipynb", path, sp.as_dict(validated)))
     return steps
 

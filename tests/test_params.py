@@ -13,6 +13,7 @@ from typing import Literal
 import pytest
 import yaml
 
+from splitlib import notebook_params as nbp
 from splitlib import params as sp
 from splitlib.notebook_params import SCHEMAS, ModelsParams
 
@@ -136,7 +137,7 @@ def test_as_dict_gives_plain_values_that_build_the_same_config():
 
 def test_unknown_notebook_schema_names_the_known_ones():
     with pytest.raises(sp.ParamError, match="no parameter schema for notebook '99_nope'.*00_models"):
-        sp.schema("99_nope")
+        nbp.schema("99_nope")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_load_yaml_error_names_the_file(tmp_path):
     bad = tmp_path / "00_models.yaml"
     bad.write_text(yaml.safe_dump({**smoke_values(), "n_train": "many"}))
     with pytest.raises(sp.ParamError, match=rf"^{re.escape(str(bad))}: .*n_train='many'"):
-        sp.load_yaml("00_models", bad)
+        nbp.load_yaml("00_models", bad)
 
 
 @pytest.mark.parametrize("text, fragment", [("- 1\n- 2\n", "expected a mapping"), ("", "missing parameter(s)")],
@@ -154,19 +155,19 @@ def test_load_yaml_rejects_files_that_are_not_parameter_mappings(tmp_path, text,
     path = tmp_path / "00_models.yaml"
     path.write_text(text)
     with pytest.raises(sp.ParamError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
-        sp.load_yaml("00_models", path)
+        nbp.load_yaml("00_models", path)
 
 
 def test_load_yaml_missing_file_says_every_profile_needs_one(tmp_path):
     with pytest.raises(sp.ParamError, match="missing parameter file"):
-        sp.load_yaml("00_models", tmp_path / "00_models.yaml")
+        nbp.load_yaml("00_models", tmp_path / "00_models.yaml")
 
 
 def test_load_yaml_overrides_replace_values_and_are_validated_too():
-    p = sp.load_yaml("00_models", SMOKE_00, {"run_name": "ci-1", "outputs_root": "/tmp/x"})
+    p = nbp.load_yaml("00_models", SMOKE_00, {"run_name": "ci-1", "outputs_root": "/tmp/x"})
     assert (p.run_name, p.outputs_root) == ("ci-1", "/tmp/x")
     with pytest.raises(sp.ParamError, match="unknown parameter.*outputs_dir"):
-        sp.load_yaml("00_models", SMOKE_00, {"outputs_dir": "x"})
+        nbp.load_yaml("00_models", SMOKE_00, {"outputs_dir": "x"})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,13 +184,13 @@ def kernel_namespace(extra_source: str = "") -> tuple[dict, set]:
 
 def test_load_from_notebook_accepts_the_notebooks_own_defaults():
     ns, before = kernel_namespace()
-    p = sp.load_from_notebook("00_models", ns, before)
+    p = nbp.load_from_notebook("00_models", ns, before)
     assert p == sp.build(ModelsParams, assigned_literals(parameters_cell(load_notebook("00_models"))[1]))
 
 
 def test_load_from_notebook_applies_papermill_injected_values():
     ns, before = kernel_namespace("seed = 7\nrun_name = 'ci'\n")
-    p = sp.load_from_notebook("00_models", ns, before)
+    p = nbp.load_from_notebook("00_models", ns, before)
     assert (p.seed, p.run_name) == (7, "ci")
 
 
@@ -202,13 +203,13 @@ def test_load_from_notebook_applies_papermill_injected_values():
 def test_load_from_notebook_rejects_bad_injected_parameters(injected, fragment):
     ns, before = kernel_namespace(injected)
     with pytest.raises(sp.ParamError) as info:
-        sp.load_from_notebook("00_models", ns, before)
+        nbp.load_from_notebook("00_models", ns, before)
     assert fragment in str(info.value)
 
 
 def test_load_from_notebook_ignores_private_names_modules_and_helper_functions():
     ns, before = kernel_namespace("import math\n_scratch = 1\ndef helper():\n    return 1\n")
-    assert sp.load_from_notebook("00_models", ns, before).n_steps == 10
+    assert nbp.load_from_notebook("00_models", ns, before).n_steps == 10
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_yaml_keys_equal_parameters_cell_names_equal_schema_fields(notebook, pro
     fields = {f.name for f in dataclasses.fields(SCHEMAS[notebook])}
     assert yaml_keys == fields, f"{path}: extra {yaml_keys - fields}, missing {fields - yaml_keys}"
     assert cell_names == fields, f"{notebook} cell: extra {cell_names - fields}, missing {fields - cell_names}"
-    p = sp.load_yaml(notebook, path)
+    p = nbp.load_yaml(notebook, path)
     assert p.profile == profile, f"{path} says profile={p.profile!r}"
 
 
@@ -264,7 +265,7 @@ def test_committed_notebooks_carry_no_outputs_or_execution_counts(notebook):
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vllm CPUAttentionBackend, checked below
 @pytest.mark.parametrize("profile", ["smoke", "toy"])
 def test_toy_models_have_a_head_dim_vllm_cpu_attention_supports(profile):
-    p = sp.load_yaml("00_models", REPO / "params" / profile / "00_models.yaml")
+    p = nbp.load_yaml("00_models", REPO / "params" / profile / "00_models.yaml")
     head_dims = {role: spec.hidden_size // spec.num_attention_heads for role, spec in (("small", p.small),
                                                                                      ("big", p.big))}
     assert all(d in VLLM_CPU_HEAD_SIZES for d in head_dims.values()), f"{profile}: head_dim {head_dims}"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from splitlib import cli, pipeline
+from splitlib import notebook_params as nbp
 from splitlib import params as sp
 from splitlib.notebook_params import SCHEMAS, Common
 
@@ -217,7 +218,7 @@ def test_smoke_run_manifest_records_git_versions_hardware_and_each_notebook(smok
     assert {"torch", "transformers", "papermill"} <= set(manifest["versions"])
     assert {"cpu", "cpu_count", "gpus", "python", "platform"} <= set(manifest["hardware"])
     (record,) = manifest["notebooks"]
-    expected = sp.as_dict(sp.load_yaml("00_models", pipeline.PARAMS_DIR / "smoke" / "00_models.yaml",
+    expected = sp.as_dict(nbp.load_yaml("00_models", pipeline.PARAMS_DIR / "smoke" / "00_models.yaml",
                                        {"run_name": "smoke", "outputs_root": str(run.parent)}))
     assert record["params"] == expected
     assert record["params_file"] == "params/smoke/00_models.yaml"

@@ -1,0 +1,100 @@
+"""What every notebook shares (run name, seed, ...) and 00_models: the toy world and its models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from splitlib.params import check
+
+Profile = Literal["smoke", "toy", "paper"]
+# head sizes vLLM's CPU attention backend implements (vllm CPUAttentionBackend.get_supported_head_sizes)
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Size of a toy Qwen2 model and its pretraining budget."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    pretrain_steps: int
+    lr: float
+    batch_size: int
+    sliding_window: int | None  # attention window in tokens; null = full attention (the small toy model has one)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "batch_size"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
+        check(self.hidden_size % self.num_attention_heads == 0, "hidden_size", self.hidden_size,
+              f"a multiple of num_attention_heads={self.num_attention_heads}")
+        head_dim = self.hidden_size // self.num_attention_heads
+        check(head_dim in VLLM_CPU_HEAD_SIZES, "num_attention_heads", self.num_attention_heads,
+              f"a head count giving hidden_size/heads in {VLLM_CPU_HEAD_SIZES} (vLLM's CPU attention kernels); "
+              f"got head_dim={head_dim}")
+        check(self.pretrain_steps >= 0, "pretrain_steps", self.pretrain_steps, "an integer >= 0")
+        check(0 < self.lr < 1, "lr", self.lr, "a learning rate in (0, 1)")
+        check(self.sliding_window is None or self.sliding_window >= 8, "sliding_window", self.sliding_window,
+              "null (full attention) or a window of at least 8 tokens")
+
+
+@dataclass(frozen=True)
+class Common:
+    profile: Profile  # which parameter set this is (smoke: CI, toy: laptop default, paper: GPU cluster)
+    run_name: str  # outputs go to <outputs_root>/<run_name>/
+    outputs_root: str  # usually "outputs"
+    seed: int  # every random choice derives from it
+    progress: bool  # show progress bars
+
+    def __post_init__(self) -> None:
+        check(bool(self.run_name) and "/" not in self.run_name, "run_name", self.run_name, "a non-empty name without '/'")
+
+
+@dataclass(frozen=True)
+class ModelsParams(Common):
+    """00_models."""
+
+    NOTEBOOK: ClassVar[str] = "00_models"
+
+    world: Literal["toy", "paper"]  # toy: build data + models here; paper: record hub ids and check they load
+    n_train: int  # training problems written to data/train.jsonl (annotation, SFT, GRPO)
+    n_test: int  # held-out problems written to data/test.jsonl (evaluation)
+    n_steps: int  # toy: reasoning steps per trace
+    coded_steps: list[int]  # toy: 0-based steps after which the value becomes the next bonus digit (hard steps)
+    vocab_size: int  # toy: BPE vocabulary size before the control tokens
+    small: ModelSpec  # toy small model (1 layer, sliding window: cannot see the bonus list from the trace)
+    big: ModelSpec  # toy big model
+    pretrain_threads: int  # toy: CPU threads while pretraining (0: the process's setting); timing runs as set
+    eval_problems: int  # held-out problems used for the accuracy measurements here
+    eval_batch_size: int  # batch size for greedy generation during evaluation
+    speed_tokens: int  # tokens decoded (batch 1, KV cache) to measure each model's decode speed
+    speed_rounds: int  # timing rounds, the models alternating; each model's speed is its median
+    small_model_id: str  # paper: hub id or local dir of the small model
+    big_model_id: str  # paper: hub id or local dir of the big model
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.n_train >= 1, "n_train", self.n_train, "an integer >= 1")
+        check(self.n_test >= 1, "n_test", self.n_test, "an integer >= 1")
+        check(1 <= self.eval_problems <= self.n_test, "eval_problems", self.eval_problems, f"1..n_test={self.n_test}")
+        check(2 <= self.n_steps <= 26, "n_steps", self.n_steps, "2..26 (steps are labelled A..Z)")
+        check(all(0 <= s < self.n_steps for s in self.coded_steps), "coded_steps", self.coded_steps,
+              f"step indices in 0..n_steps-1={self.n_steps - 1}")
+        check(self.vocab_size >= 300, "vocab_size", self.vocab_size, "an integer >= 300 (256 bytes + specials + merges)")
+        n_questions = 9 ** len(self.coded_steps)
+        check(self.world != "toy" or 2 * (self.n_train + self.n_test) <= n_questions, "coded_steps", self.coded_steps,
+              f"enough coded steps for {self.n_train} + {self.n_test} distinct problems (9**len(coded_steps) = "
+              f"{n_questions} must be >= 2 * (n_train + n_test))")
+        check(self.speed_tokens >= 8, "speed_tokens", self.speed_tokens, "an integer >= 8")
+        check(self.pretrain_threads >= 0, "pretrain_threads", self.pretrain_threads,
+              "0 (the process's setting) or a number of threads")
+        check(self.speed_rounds >= 1, "speed_rounds", self.speed_rounds, "an integer >= 1")
+
+
+def check_optional_positive(owner: object, *names: str) -> None:
+    """Each of ``names`` on ``owner`` is null (the preset's value) or a number > 0."""
+    for name in names:
+        value = getattr(owner, name)
+        check(value is None or value > 0, name, value, "null (the default) or a number > 0")
