@@ -1,6 +1,8 @@
-"""The ``splitreason`` command. Each subcommand lives with the module that does the work:
-a module listed in ``_COMMANDS`` exposes ``add_cli(subparsers)`` which registers its parser and sets
-``func`` (called with the parsed args, returns an exit code)."""
+"""splitreason: run the SplitReason pipeline, decode one question cooperatively, simulate latency.
+
+Every subcommand is registered here, in ``COMMANDS``: each is a module of ``splitlib.commands`` with
+``add_cli(subparsers)``, which adds its parser and sets ``func`` (called with the parsed args; returns an exit
+code). The commands call into the library; nothing below imports them."""
 
 from __future__ import annotations
 
@@ -9,21 +11,15 @@ import importlib
 import logging
 import sys
 
-_COMMANDS = ("splitlib.pipeline", "splitlib.decoding", "splitlib.simulator")
+COMMANDS = ("splitlib.commands.run", "splitlib.commands.decode", "splitlib.simulator")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splitreason", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in _COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue  # a subcommand whose module is not written yet
-        module.add_cli(sub)
+    for name in COMMANDS:
+        importlib.import_module(name).add_cli(sub)
     return parser
 
 

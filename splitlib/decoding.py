@@ -417,10 +417,3 @@ def _drive_together(loops: list, backends: list[Backend], bar) -> list[Trace]:
             for done in backend.poll():
                 advance(waiting.pop(id(done.op)), done)
     return traces
-
-
-def add_cli(subparsers) -> None:
-    """Register ``splitreason decode`` (implemented in ``splitlib.decoding_cli``)."""
-    from splitlib.decoding_cli import add_cli as register
-
-    register(subparsers)

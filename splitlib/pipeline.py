@@ -8,7 +8,6 @@ what ran.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -125,23 +124,3 @@ def _shown(path: Path) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        manifest = run(args.profile, args.only, args.start, args.run_name, args.outputs_root)
-    except (sp.ParamError, NotebookFailed) as err:
-        log.error("%s", err)
-        return 1
-    print(f"done: {manifest}")
-    return 0
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the notebooks in order with papermill")
-    p.add_argument("--profile", default="toy", help="smoke | toy | paper (default: toy)")
-    p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 05 06)")
-    p.add_argument("--from", dest="start", metavar="NN", help="start at this notebook")
-    p.add_argument("--run-name", help="outputs/<run-name> (default: the profile name)")
-    p.add_argument("--outputs-root", default="outputs", help="root folder for run outputs (default: outputs)")
-    p.set_defaults(func=_cmd_run)
