@@ -1,4 +1,4 @@
-"""Annotation (issue 4): the fuzzy matcher against its brute-force reference, the LLM annotator against a
+"""Annotation: the fuzzy matcher against its brute-force reference, the LLM annotator against a
 fault-injecting OpenAI-compatible server (and, marked slow, a real vLLM server), crash-safe resumable runs,
 THE INVARIANT (untagged annotated text == original), the surprisal and oracle annotators, and the analysis
 functions notebook 01 plots."""

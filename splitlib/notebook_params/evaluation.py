@@ -69,8 +69,8 @@ class EvaluateParams(_EvalSetup):
     checkpoints: dict[str, str]  # trained small models: name -> path inside the run dir (e.g. 02_sft/model)
     budget_sweep: list[float]  # max_offload_fraction values swept on the best checkpoint
     offload_measure: Literal["offload_token_fraction", "offload_char_fraction"]  # offload used for the claim
-    claim_max_offload: float  # the learned method may offload at most this (issue 8: 0.15)
-    claim_min_gap: float  # ... and must recover at least this share of the small->big gap (issue 8: 0.7)
+    claim_max_offload: float  # the learned method may offload at most this (toy: 0.15)
+    claim_min_gap: float  # ... and must recover at least this share of the small->big gap (toy: 0.7)
     match_tolerance: float  # random baseline within this of the learned offload (0.02 = ±2 points)
     match_missing_random: bool  # no 04 point within tolerance: run a random switch aimed at the learned offload
     n_boot: int  # bootstrap resamples for the claim's CIs

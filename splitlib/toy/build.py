@@ -21,8 +21,6 @@ from splitlib.toy.world import Problem, ToyWorldConfig, generate_split
 
 log = logging.getLogger(__name__)
 
-ROLES = ("small", "big")
-
 
 def write_data(run: Path, world: ToyWorldConfig, n_train: int, n_test: int, seed: int) -> tuple[list[Problem], list[Problem]]:
     train, test = generate_split(n_train, n_test, seed, world)
