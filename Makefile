@@ -38,8 +38,8 @@ test-fast: install  ## skip the tests that start vLLM or run notebooks
 lab: install  ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/
 
-lint:
-	$(VENV)/bin/ruff check splitlib tests benchmarks || true
+lint: install  ## ruff over the library, tests and benchmarks; fails on any finding
+	$(VENV)/bin/ruff check splitlib tests benchmarks
 
 clean-outputs:
 	rm -rf outputs/smoke outputs/toy

@@ -149,6 +149,20 @@ def test_load_yaml_error_names_the_file(tmp_path):
         nbp.load_yaml("00_models", bad)
 
 
+def test_load_yaml_syntax_error_names_the_file_line_and_column_not_a_parser_traceback(tmp_path):
+    bad = tmp_path / "00_models.yaml"
+    bad.write_text("seed: 0\nn_train: [1, 2\nn_test: 3\n")
+    with pytest.raises(sp.ParamError, match=rf"^{re.escape(str(bad))}: not valid YAML at line \d+, column \d+") as err:
+        nbp.load_yaml("00_models", bad)
+    assert "<unicode string>" not in str(err.value)
+
+
+@pytest.mark.parametrize("run_name", ["..", ".", "a/b", "a\\b", ""])
+def test_run_name_must_stay_inside_the_outputs_root(run_name):
+    with pytest.raises(sp.ParamError, match="run_name"):
+        nbp.load_yaml("00_models", SMOKE_00, {"run_name": run_name})
+
+
 @pytest.mark.parametrize("text, fragment", [("- 1\n- 2\n", "expected a mapping"), ("", "missing parameter(s)")],
                          ids=["list_not_mapping", "empty_file"])
 def test_load_yaml_rejects_files_that_are_not_parameter_mappings(tmp_path, text, fragment):

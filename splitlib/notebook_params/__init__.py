@@ -68,7 +68,13 @@ def load_yaml(notebook: str, path: str | Path, overrides: Mapping[str, Any] | No
     p = Path(path)
     if not p.exists():
         raise ParamError(f"missing parameter file {p}; every profile needs one per notebook")
-    values = yaml.safe_load(p.read_text()) or {}
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:  # its message names "<unicode string>": say which file, and where
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ParamError(f"{p}: not valid YAML{where}: {problem}; fix the file (YAML syntax: key: value)") from None
     if not isinstance(values, Mapping):
         raise ParamError(f"{p}: expected a mapping of parameter names to values")
     try:

@@ -49,7 +49,9 @@ class Common:
     progress: bool  # show progress bars
 
     def __post_init__(self) -> None:
-        check(bool(self.run_name) and "/" not in self.run_name, "run_name", self.run_name, "a non-empty name without '/'")
+        check(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name
+              and self.run_name.strip(".") != "", "run_name", self.run_name,
+              "a folder name inside outputs_root: non-empty, without '/' or '\\', not '.' or '..'")
 
 
 @dataclass(frozen=True)
