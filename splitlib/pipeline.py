@@ -12,12 +12,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from splitlib import notebook_params as nbp
 from splitlib import params as sp
-from splitlib import runs
+from splitlib import runlock, runs
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,16 @@ def plan(profile: str, names: list[str], run_name: str, outputs_root: str) -> li
 
 
 def execute(steps: list[Step], profile: str, run_name: str, outputs_root: str) -> Path:
-    """Run the planned notebooks; returns the manifest path. Raises NotebookFailed on the first failure."""
+    """Run the planned notebooks; returns the manifest path. Raises NotebookFailed on the first failure, and
+    ``runlock.RunLocked`` before anything runs when another process writes into the same run directory."""
+    out = runs.run_dir(outputs_root, run_name)
+    with runlock.acquire(out, f"splitreason run --profile {profile} (run {run_name})"):
+        return _run_steps(steps, profile, run_name, out)
+
+
+def _run_steps(steps: list[Step], profile: str, run_name: str, out: Path) -> Path:
     import papermill as pm
 
-    out = runs.run_dir(outputs_root, run_name)
     manifest_path = out / "manifest.json"
     manifest = {"profile": profile, "run_name": run_name, "started_at": _now(), "notebooks": [],
                 **runs.environment_info()}
@@ -123,4 +129,4 @@ def _shown(path: Path) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ import nbformat
 import pytest
 import yaml
 
-from splitlib import cli, pipeline
+from splitlib import cli, pipeline, runlock
 from splitlib import notebook_params as nbp
 from splitlib import params as sp
 from splitlib.notebook_params import SCHEMAS, Common
@@ -126,6 +128,26 @@ def test_cli_reports_a_bad_yaml_and_exits_1_without_running(scratch, fake_paperm
     assert cli.main(["run", "--profile", "smoke", "--outputs-root", str(tmp_path / "out")]) == 1
     assert "unknown parameter(s) colour" in caplog.text
     assert fake_papermill == []
+
+
+def test_a_second_run_into_the_same_run_directory_is_refused_before_any_notebook(scratch, fake_papermill, tmp_path,
+                                                                                   caplog, monkeypatch):
+    scratch("00_first", values=common_values("smoke"))
+    monkeypatch.delenv(runlock.ENV_TOKEN, raising=False)
+    run_dir = tmp_path / "out" / "smoke"
+    hold = "import sys, time\nfrom splitlib import runlock\nrunlock.acquire(sys.argv[1], 'the first run')\n" \
+           "print('locked', flush=True)\ntime.sleep(60)\n"
+    first = subprocess.Popen([sys.executable, "-c", hold, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        assert cli.main(["run", "--profile", "smoke", "--outputs-root", str(tmp_path / "out")]) == 1
+    finally:
+        first.kill()
+        first.wait()
+    assert f"is being written by the first run (pid {first.pid}" in caplog.text
+    assert fake_papermill == []
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", str(tmp_path / "out")]) == 0  # free again
+    assert len(fake_papermill) == 1
 
 
 def test_unknown_profile_names_the_known_profiles(scratch, fake_papermill, tmp_path):

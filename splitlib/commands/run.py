@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from splitlib import pipeline
+from splitlib import pipeline, runlock
 from splitlib.params import ParamError
 
 log = logging.getLogger(__name__)
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         manifest = pipeline.run(args.profile, args.only, args.start, args.run_name, args.outputs_root)
-    except (ParamError, pipeline.NotebookFailed) as err:
+    except (ParamError, pipeline.NotebookFailed, runlock.RunLocked) as err:
         log.error("%s", err)
         return 1
     print(f"done: {manifest}")
