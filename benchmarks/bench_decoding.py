@@ -98,8 +98,8 @@ def bench_hf(small_dir: str, big_dir: str, questions: list[str]) -> dict:
         part, part_wall, part_used = run_split(questions[ends[k - 1] if k else 0: ends[k]], small, big, cfg)
         traces.extend(part)
         wall += part_wall
-        for m in used:
-            used[m].add(part_used[m])
+        for m, counters in used.items():
+            counters.add(part_used[m])
 
     contexts = (prompt_len, prompt_len + MAX_NEW_TOKENS // 2, prompt_len + MAX_NEW_TOKENS)
     profile = profiling.mean_profile(profiling.measure_interleaved(

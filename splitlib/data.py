@@ -1,56 +1,130 @@
-"""Trace loaders. Every loader returns rows ``{"id", "question", "answer", "trace"}`` (toy rows also carry
-``hard_spans``), the input of ``splitlib.annotate.annotate_all``.
+"""Data loaders: training traces and evaluation benchmarks, as lists of row dicts.
 
-- ``load_openr1``: OpenR1-Math-220k (PAPER_FACTS §4) through ``datasets.load_dataset`` — the hub id, a local
-  copy of the repository, or one local data file (parquet / jsonl / json) in the same schema.
-- ``load_toy``: the toy world written by notebook 00 (``outputs/<run>/data/{train,test}.jsonl``).
+Every loader takes ``source``: a hub id, a local directory, or one local data file (parquet, JSON lines, JSON,
+CSV) in the same schema, and reads it through ``datasets.load_dataset`` (``load_table``), so the paper profile
+names the hub datasets while tests and offline machines point at local copies. ``limit`` keeps the first rows.
+Failures raise ``DataError`` naming the source, what was expected and the fix; a missing toy file is a
+``runs.MissingInputError`` naming notebook 00.
+
+Training traces, rows ``{"id", "question", "answer", "trace"}`` (the input of ``splitlib.annotate.annotate_all``):
+
+- ``load_toy``: the toy world written by notebook 00 (``outputs/<run>/data/{train,test}.jsonl``; rows also carry
+  ``hard_spans``);
+- ``load_openr1``: OpenR1-Math-220k (PAPER_FACTS §4).
+
+Evaluation benchmarks, rows ``{"id", "question", "answer"}`` plus a few named extras (``load_benchmark`` picks one
+from ``BENCHMARKS`` by name). Field names per source, checked against the dataset cards:
+
+| source | question | answer | id | split |
+|---|---|---|---|---|
+| ``simplescaling/aime24_nofigures`` (the paper's, §7) | ``problem`` | ``answer`` | ``id`` (60–89) | train |
+| ``HuggingFaceH4/aime_2024`` | ``problem`` | ``answer`` | ``id`` | train |
+| ``HuggingFaceH4/MATH-500`` | ``problem`` | ``answer`` | ``unique_id`` | test |
+| toy ``outputs/<run>/data/test.jsonl`` (``Problem.to_json()``) | ``question`` | ``answer`` | ``id`` | — |
+
+The gold is always the short ``answer`` column, never a worked ``solution``. Benchmark ids become strings.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from splitlib import runs
+from splitlib.registry import Registry
 from splitlib.toy.world import Problem
+
+if TYPE_CHECKING:
+    import datasets
 
 log = logging.getLogger(__name__)
 
 OPENR1_ID = "open-r1/OpenR1-Math-220k"
 OPENR1_COLUMNS = ("problem", "answer", "generations", "correctness_math_verify", "uuid")
-_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+AIME24_SOURCES: tuple[str, ...] = ("simplescaling/aime24_nofigures", "HuggingFaceH4/aime_2024")
+MATH500_ID = "HuggingFaceH4/MATH-500"
+_BUILDER_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+_TOY_MADE_BY = "notebooks/00_models.ipynb"
 
 
-def _load_dataset(path_or_id: str, config: str | None, split: str, cache_dir: str | None):
-    import datasets
+class DataError(ValueError):
+    """A data set could not be loaded or does not have the expected shape; the message says how to fix it."""
 
-    local = Path(path_or_id)
-    if local.is_file():
-        builder = _FILE_BUILDERS.get(local.suffix)
+
+# -- loading ----------------------------------------------------------------------------------------------------
+def load_table(source: str | Path, split: str, *, config: str | None = None,
+               cache_dir: str | Path | None = None) -> datasets.Dataset:
+    """``datasets.load_dataset`` on a hub id, a local directory, or a single local file (which becomes ``split``;
+    ``config`` is then ignored)."""
+    import datasets  # imported here: slow to import, and only loaders need it
+
+    target = Path(source)
+    args: tuple[str | None, ...] = (str(source), config)
+    kwargs: dict[str, Any] = {"split": split, "cache_dir": str(cache_dir) if cache_dir else None}
+    if target.is_file():
+        builder = _BUILDER_BY_SUFFIX.get(target.suffix.lower())
         if builder is None:
-            raise ValueError(f"{local}: unknown data file type {local.suffix!r}; "
-                             f"expected one of {sorted(_FILE_BUILDERS)}")
-        return datasets.load_dataset(builder, data_files={split: str(local)}, split=split, cache_dir=cache_dir)
-    return datasets.load_dataset(path_or_id, config, split=split, cache_dir=cache_dir)
+            raise DataError(f"{target}: unknown file type {target.suffix!r}; expected one of "
+                            f"{', '.join(_BUILDER_BY_SUFFIX)} (or a directory, or a hub id)")
+        args, kwargs["data_files"] = (builder,), {split: str(target)}
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except (FileNotFoundError, ConnectionError) as err:  # datasets' "not found" and "offline/unreachable" errors
+        raise DataError(
+            f"cannot load {str(source)!r} (split {split!r}): {err}. Pass a local directory or file in the "
+            "source's schema, or a hub id on a machine that can reach the hub (HF_DATASETS_OFFLINE unset)."
+        ) from err
+    except ValueError as err:  # e.g. an unknown split or config name
+        raise DataError(f"cannot load split {split!r} of {str(source)!r}: {err}") from err
 
 
-def load_openr1(split: str = "train", n: int | None = None, only_correct: bool = False, min_chars: int = 1024,
-                path_or_id: str = OPENR1_ID, config: str | None = "default",
-                cache_dir: str | None = None) -> list[dict[str, Any]]:
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise DataError(f"limit={limit}: expected a positive number of rows, or None for all")
+
+
+# -- training traces --------------------------------------------------------------------------------------------
+def load_toy(source: str | Path, split: str = "train", *, limit: int | None = None) -> list[dict[str, Any]]:
+    """Toy rows from ``{split}.jsonl`` in ``source``, the run's data folder ``outputs/<run>/data`` (or that JSONL
+    file itself): ``Problem.to_json()`` rows, in file order."""
+    _check_limit(limit)
+    p = Path(source)
+    file = p / f"{split}.jsonl" if p.is_dir() or not p.suffix else p
+    runs.require(file, made_by=_TOY_MADE_BY)
+    rows = []
+    for n, raw in enumerate(runs.iter_jsonl(file), 1):
+        if limit is not None and len(rows) >= limit:
+            break
+        try:
+            problem = Problem.from_json(raw)
+        except KeyError as err:
+            raise DataError(f"{file}: row {n} lacks {err}; expected rows written by Problem.to_json() "
+                            f"(rerun {_TOY_MADE_BY})") from None
+        rows.append(problem.to_json())
+    return rows
+
+
+def load_openr1(source: str | Path = OPENR1_ID, split: str = "train", *, limit: int | None = None,
+                config: str | None = None, only_correct: bool = False, min_chars: int = 1024,
+                cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """The first generation of each problem as a trace, in dataset order.
 
     Kept when the trace is longer than ``min_chars`` characters (paper: > 1,024) and, with ``only_correct``,
-    when math-verify judged that generation correct (the paper did not filter; PAPER_FACTS §4). ``n``: stop after
-    that many rows. Ids are the dataset's ``uuid`` (``{split}-{index}`` when missing or repeated).
+    when math-verify judged that generation correct (the paper did not filter; PAPER_FACTS §4). ``limit``: stop
+    after that many kept rows. ``config``: the hub config (None: the data set's default one). Ids are the data
+    set's ``uuid`` (``{split}-{index}`` when missing or repeated).
     """
-    if n is not None and n < 1:
-        raise ValueError(f"n={n}: expected a positive number of rows or None for all")
-    ds = _load_dataset(str(path_or_id), config, split, cache_dir)
+    _check_limit(limit)
+    ds = load_table(source, split, config=config, cache_dir=cache_dir)
     missing = [c for c in ("problem", "answer", "generations") if c not in ds.column_names]
     if missing or (only_correct and "correctness_math_verify" not in ds.column_names):
-        raise ValueError(f"{path_or_id}: not the OpenR1-Math-220k schema; missing columns "
-                         f"{missing or ['correctness_math_verify']} (has {ds.column_names})")
+        raise DataError(f"{source}: not the OpenR1-Math-220k schema; missing columns "
+                        f"{missing or ['correctness_math_verify']} (has {ds.column_names}); pass a copy of "
+                        f"{OPENR1_ID} or a file with its columns")
     ds = ds.select_columns([c for c in OPENR1_COLUMNS if c in ds.column_names])
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -59,9 +133,9 @@ def load_openr1(split: str = "train", n: int | None = None, only_correct: bool =
         if row is not None:
             rows.append(row)
             seen.add(row["id"])
-            if n is not None and len(rows) >= n:
+            if limit is not None and len(rows) >= limit:
                 break
-    log.info("OpenR1: %d traces kept from %s/%s (min_chars=%d, only_correct=%s)", len(rows), path_or_id, split,
+    log.info("OpenR1: %d traces kept from %s/%s (min_chars=%d, only_correct=%s)", len(rows), source, split,
              min_chars, only_correct)
     return rows
 
@@ -83,16 +157,89 @@ def _openr1_row(item: dict, index: int, split: str, only_correct: bool, min_char
     return {"id": row_id, "question": item["problem"], "answer": item["answer"], "trace": trace}
 
 
-def load_toy(path: str | Path, split: str = "train") -> list[dict[str, Any]]:
-    """Toy rows from ``outputs/<run>/data/{split}.jsonl`` (``path`` is that folder, or a JSONL file itself)."""
-    p = Path(path)
-    file = p / f"{split}.jsonl" if p.is_dir() or not p.suffix else p
-    runs.require(file, made_by="notebooks/00_models.ipynb")
-    rows = []
-    for n, raw in enumerate(runs.iter_jsonl(file), 1):
-        try:
-            problem = Problem.from_json(raw)
-        except KeyError as err:
-            raise ValueError(f"{file}: row {n} lacks {err}; expected rows written by Problem.to_json()") from None
-        rows.append(problem.to_json())
+# -- evaluation benchmarks --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Schema:
+    """Which columns of a source hold the question, the gold answer and the id; ``extras`` are kept as they are."""
+
+    question: str
+    answer: str
+    id: str | None  # None: the row index is the id
+    extras: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c for c in (self.question, self.answer, self.id) if c is not None)
+
+
+AIME_SCHEMA = Schema(question="problem", answer="answer", id="id")
+MATH500_SCHEMA = Schema(question="problem", answer="answer", id="unique_id", extras=("subject", "level"))
+TOY_SCHEMA = Schema(question="question", answer="answer", id="id")
+
+
+def to_rows(table: datasets.Dataset, schema: Schema, source: str, limit: int | None = None) -> list[dict]:
+    """Map a table to ``{"id", "question", "answer", *extras}`` rows; checks columns and id uniqueness."""
+    missing = [c for c in schema.required if c not in table.column_names]
+    if missing:
+        raise DataError(f"{source}: missing columns {missing} (has {table.column_names}); expected a table with "
+                        f"question column {schema.question!r}, answer {schema.answer!r}, id {schema.id!r}")
+    n = len(table) if limit is None else min(limit, len(table))
+    rows = [_benchmark_row(table[i], i, schema) for i in range(n)]
+    duplicates = sorted(i for i, n in Counter(r["id"] for r in rows).items() if n > 1)
+    if duplicates:
+        raise DataError(f"{source}: duplicate problem ids {duplicates[:5]}; ids key resumable evaluation records, "
+                        "so make them unique")
+    log.info("loaded %d problems from %s", len(rows), source)
     return rows
+
+
+def _benchmark_row(record: dict, index: int, schema: Schema) -> dict:
+    row = {
+        "id": str(index if schema.id is None else record[schema.id]),
+        "question": str(record[schema.question]),
+        "answer": str(record[schema.answer]).strip(),
+    }
+    row.update({k: record[k] for k in schema.extras if k in record})
+    return row
+
+
+def load_aime24(source: str | Path = AIME24_SOURCES[0], split: str = "train", *, limit: int | None = None,
+                cache_dir: str | Path | None = None) -> list[dict]:
+    """AIME 2024 (30 problems). Both hub sources share a schema; a local copy of either loads the same way."""
+    _check_limit(limit)
+    return to_rows(load_table(source, split, cache_dir=cache_dir), AIME_SCHEMA, str(source), limit)
+
+
+def load_math500(source: str | Path = MATH500_ID, split: str = "test", *, limit: int | None = None,
+                 cache_dir: str | Path | None = None) -> list[dict]:
+    """MATH-500; rows keep ``subject`` and ``level`` for per-subject breakdowns."""
+    _check_limit(limit)
+    return to_rows(load_table(source, split, cache_dir=cache_dir), MATH500_SCHEMA, str(source), limit)
+
+
+def _load_toy_test(source: str | Path | None = None, *, limit: int | None = None,
+                   cache_dir: str | Path | None = None) -> list[dict]:
+    """The toy world's held-out problems from the file ``source`` (``outputs/<run>/data/test.jsonl``)."""
+    if source is None:
+        raise DataError(f"benchmark 'toy' needs source: the run's test file, outputs/<run>/data/test.jsonl "
+                        f"(written by {_TOY_MADE_BY})")
+    _check_limit(limit)
+    p = runs.require(source, made_by=_TOY_MADE_BY)
+    return to_rows(load_table(p, "test", cache_dir=cache_dir), TOY_SCHEMA, str(p), limit)
+
+
+BENCHMARKS: Registry[Callable[..., list[dict]]] = Registry(
+    "benchmark", {"aime24": load_aime24, "math500": load_math500, "toy": _load_toy_test}
+)
+
+
+def load_benchmark(name: str, source: str | Path | None, *, limit: int | None = None,
+                   cache_dir: str | Path | None = None) -> list[dict]:
+    """The benchmark registered under ``name`` (``BENCHMARKS``), read from ``source``.
+
+    ``source``: toy: the test file, e.g. ``outputs/<run>/data/test.jsonl``; aime24 / math500: a hub id or a local
+    copy, None for the paper's hub data set (``AIME24_SOURCES[0]``, ``MATH500_ID``).
+    """
+    loader = BENCHMARKS[name]
+    args = () if source is None else (source,)
+    return loader(*args, limit=limit, cache_dir=cache_dir)

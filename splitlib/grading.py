@@ -9,7 +9,7 @@ Two steps, kept apart so each can be tested and replaced:
    (``\\frac12`` = ``0.5`` = ``1/2``; ``007`` = ``7`` for AIME-style integers; ...). A truncated generation is
    flagged and counted wrong, whatever it contains.
 
-Extraction policy (``Fallback``):
+Extraction policy (``Fallback``, one ``FALLBACKS`` entry each):
 
 - ``"none"`` (default): the content of the last ``\\boxed{...}`` whose braces balance, or ``None``. Boxes are
   scanned outermost-first, so ``\\boxed{\\boxed{5}}`` yields ``\\boxed{5}`` (math-verify unwraps it). A box cut
@@ -31,6 +31,7 @@ import logging
 import re
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from typing import Any, Literal
 from math_verify import parse, verify
 
 from splitlib import tags
+from splitlib.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ GRADER_VERSION = f"splitreason-grader/1 (last-box; math-verify {version('math-ve
 MATH_VERIFY_TIMEOUT_S = 5  # per parse / per comparison; math-verify's own default
 
 Fallback = Literal["none", "answer_phrase"]
-FALLBACKS: tuple[str, ...] = ("none", "answer_phrase")
 Reason = Literal[
     "correct", "wrong", "truncated", "empty_generation", "no_answer", "answer_unparseable", "gold_unparseable"
 ]
@@ -122,17 +123,24 @@ def _answer_phrase(text: str) -> str | None:
     return answer or None
 
 
+def _no_answer(text: str) -> None:
+    return None
+
+
+# What ``extract_answer`` reads from a generation without a complete, non-empty box.
+FALLBACKS: Registry[Callable[[str], str | None]] = Registry(
+    "answer fallback", {"none": _no_answer, "answer_phrase": _answer_phrase}
+)
+
+
 def extract_answer(generation: str, fallback: Fallback = "none") -> str | None:
     """The final answer written in ``generation`` (never pass a prompt), or None. See the module doc for policy."""
-    if fallback not in FALLBACKS:
-        raise ValueError(f"fallback={fallback!r}: expected one of {', '.join(FALLBACKS)}")
+    read_fallback = FALLBACKS[fallback]
     text = tags.strip_tags(generation)
     boxes = [b.strip() for b in boxed_contents(text) if b.strip()]
     if boxes:
         return boxes[-1]
-    if fallback == "answer_phrase":
-        return _answer_phrase(text)
-    return None
+    return read_fallback(text)
 
 
 # -- equivalence ----------------------------------------------------------------------------------------------

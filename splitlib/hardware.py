@@ -12,29 +12,25 @@ A ``HardwareProfile`` maps model keys ("1.5B", "32B", …) to a ``ModelThroughpu
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from splitlib.registry import Registry, UnknownNameError
 from splitlib.runs import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 Curve = tuple[tuple[float, float], ...]  # (context_tokens, tok_per_s) points, context strictly increasing
 _MAX_DECODE_STEPS = 32  # sub-intervals of the midpoint rule integrating per-token decode time over context
-
-
-class UnknownModelError(KeyError):
-    """A model key the profile does not have; the message lists the keys it does have."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 def _check_rate(what: str, value: float) -> None:
@@ -44,7 +40,7 @@ def _check_rate(what: str, value: float) -> None:
 
 def _check_curve(what: str, curve: Curve) -> None:
     contexts = [c for c, _ in curve]
-    if any(c < 0 for c in contexts) or any(b <= a for a, b in zip(contexts, contexts[1:])):
+    if any(c < 0 for c in contexts) or any(b <= a for a, b in itertools.pairwise(contexts)):
         raise ValueError(f"{what} contexts {contexts}: expected non-negative, strictly increasing context lengths")
     for ctx, rate in curve:
         _check_rate(f"{what} at context {ctx}", rate)
@@ -134,12 +130,10 @@ class HardwareProfile:
 
     def model(self, key: str) -> ModelThroughput:
         """The throughput of model ``key``; an unknown key names the available ones."""
-        try:
-            return self.models[key]
-        except KeyError:
-            raise UnknownModelError(
-                f"model {key!r} is not in hardware profile {self.name!r}; available: {', '.join(self.models)}"
-            ) from None
+        if key not in self.models:
+            raise UnknownNameError(f"model {key!r} is not in hardware profile {self.name!r}; "
+                                   f"allowed: {', '.join(self.models)}")
+        return self.models[key]
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -196,11 +190,11 @@ class DeviceSpec:
 
 # Vendor datasheets: RTX A6000 768 GB/s, 309.7 TFLOP/s tensor with sparsity (154.8 dense), 48 GB;
 # H100 SXM 3.35 TB/s, 989 TFLOP/s dense bf16, 80 GB; H200 SXM 4.8 TB/s, 989 TFLOP/s dense bf16, 141 GB.
-DEVICE_SPECS: dict[str, DeviceSpec] = {
+DEVICE_SPECS: Registry[DeviceSpec] = Registry("device with a published spec", {
     "A6000": DeviceSpec(768e9, 154.8e12, 48e9, "NVIDIA RTX A6000"),
     "H100": DeviceSpec(3.35e12, 989e12, 80e9, "NVIDIA H100 SXM"),
     "H200": DeviceSpec(4.8e12, 989e12, 141e9, "NVIDIA H200 SXM"),
-}
+})
 # Fraction of peak a batch-1 engine reaches: decode streams every weight once per token (memory bound);
 # prefill runs ~2 FLOPs per parameter per token (compute bound). KV-cache traffic and attention FLOPs are ignored.
 DECODE_BANDWIDTH_EFFICIENCY = 0.7
@@ -218,11 +212,9 @@ def roofline_profile(device: Device, models: dict[str, float] | None = None, n_g
     ``n_gpus`` models ideal tensor parallelism (bandwidth and FLOP/s scale linearly); ``models`` maps a key to
     a parameter count (default: the paper's models).
     """
-    if device not in DEVICE_SPECS:
-        raise ValueError(f"device {device!r} has no published spec here; choose one of {', '.join(DEVICE_SPECS)}")
+    spec, models = DEVICE_SPECS[device], models or PAPER_MODEL_PARAMS
     if n_gpus < 1:
         raise ValueError(f"n_gpus={n_gpus!r}: expected at least 1")
-    spec, models = DEVICE_SPECS[device], models or PAPER_MODEL_PARAMS
     out, fits = {}, {}
     for key, n_params in models.items():
         if not n_params > 0:
@@ -241,12 +233,12 @@ def roofline_profile(device: Device, models: dict[str, float] | None = None, n_g
 
 
 # ---------------------------------------------------------------------------------------------------------
-BUILTIN_PROFILES = {
+BUILTIN_PROFILES: Registry[Callable[[], HardwareProfile]] = Registry("built-in hardware profile", {
     "a6000-paper": paper_a6000_profile,
     "roofline-A6000": lambda: roofline_profile("A6000"),
     "roofline-H100": lambda: roofline_profile("H100"),
     "roofline-H200": lambda: roofline_profile("H200"),
-}
+})
 
 
 def get_profile(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:

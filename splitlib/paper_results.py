@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from splitlib.registry import Registry
+
 # label (as in the paper) -> (per-run accuracies, reported mean in %, mean eval time in s for 30 problems,
 # 16 concurrent). "Learned (5.0 %), SplitR-32B" lists six runs in the paper; kept as published.
-PAPER_AIME24: dict[str, tuple[tuple[float, ...], float, float]] = {
+PAPER_AIME24: Registry[tuple[tuple[float, ...], float, float]] = Registry("paper mode", {
     "None — 1.5B alone (0.0 %)": ((0.133, 0.233, 0.133, 0.200, 0.167), 17.3, 683.0),
     "Random (5.05 %)": ((0.333, 0.433, 0.333, 0.367, 0.400), 37.3, 1590.0),
     "Random (10.0 %)": ((0.400, 0.400, 0.433, 0.333, 0.333), 38.0, 2154.0),
@@ -21,16 +23,13 @@ PAPER_AIME24: dict[str, tuple[tuple[float, ...], float, float]] = {
     "8B alone": ((0.300, 0.267, 0.333, 0.367, 0.300), 31.3, 1934.0),
     "14B alone": ((0.533, 0.500, 0.500, 0.600, 0.467), 52.0, 2090.0),
     "32B alone": ((0.700, 0.667, 0.667, 0.567, 0.600), 64.0, 3143.0),
-}
+})
 FIGURE5_LEFT_MODES = tuple(PAPER_AIME24)[:5]  # the box plot shows the first five rows
 
 
 def paper_per_run_accuracy(modes: tuple[str, ...] = FIGURE5_LEFT_MODES) -> pd.DataFrame:
     """Long table: one row per (mode, run) with columns mode, run, accuracy (a fraction), source="paper"."""
-    unknown = [m for m in modes if m not in PAPER_AIME24]
-    if unknown:
-        raise ValueError(f"unknown paper modes {unknown}; choose from {list(PAPER_AIME24)}")
-    rows = [{"mode": m, "run": i, "accuracy": acc, "source": "paper"}
+    rows = [{"mode": m, "run": i, "accuracy": acc, "source": "paper"}  # unknown modes: UnknownNameError
             for m in modes for i, acc in enumerate(PAPER_AIME24[m][0])]
     return pd.DataFrame(rows)
 

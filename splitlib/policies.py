@@ -16,19 +16,14 @@ problem key, so any subset of problems reruns identically.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from splitlib.params import build_config
+from splitlib.registry import Registry
+from splitlib.seeds import derive_engine_seed
 from splitlib.trace import Model
-
-
-def derive_seed(seed: int, *keys: object) -> int:
-    """A 63-bit seed determined by the run seed and the keys (e.g. a problem id)."""
-    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,7 @@ class _Base:
     requests: ClassVar[bool] = False
 
     def begin(self, key: str) -> PolicyRun:
-        return _Run(self, random.Random(derive_seed(self.seed, self.name, key)))
+        return _Run(self, random.Random(derive_engine_seed(self.seed, self.name, key)))
 
     def grant(self, progress: Progress, rng: random.Random) -> bool:
         return False
@@ -156,13 +151,11 @@ class BigOnly(_Base):
         return Turn("big")
 
 
-POLICIES: dict[str, type] = {p.name: p for p in (Split, RandomSwitch, SmallOnly, BigOnly)}
+POLICIES: Registry[type] = Registry("policy", {p.name: p for p in (Split, RandomSwitch, SmallOnly, BigOnly)})
 
 
 def make_policy(name: str, **params) -> Policy:
     """A policy by registry name; unknown names or parameters fail with the allowed ones listed."""
-    if name not in POLICIES:
-        raise ValueError(f"policy {name!r}: expected one of {', '.join(POLICIES)}")
     return build_config(POLICIES[name], params, f"policy {name!r}", error=ValueError)
 
 

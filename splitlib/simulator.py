@@ -15,12 +15,9 @@ Every time here is *simulated* (``*_s`` in ``SimResult``, ``sim_s`` beside measu
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import numbers
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from splitlib.hardware import HardwareProfile, ModelThroughput, get_profile
+from splitlib.registry import Registry
 from splitlib.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -102,7 +100,7 @@ class Mode:
     description: str
 
 
-MODES: dict[str, Mode] = {}
+MODES: Registry[Mode] = Registry("simulator mode")
 
 
 def register_mode(name: str, alone_s: Callable[[ModelThroughput, SimConfig], float],
@@ -110,16 +108,10 @@ def register_mode(name: str, alone_s: Callable[[ModelThroughput, SimConfig], flo
     """Decorator: register ``fn(offload, small, big, cfg) -> seconds`` as simulator mode ``name``."""
 
     def wrap(fn: TimeFn) -> TimeFn:
-        MODES[name] = Mode(name, fn, alone_s, description)
+        MODES.register(name, Mode(name, fn, alone_s, description))
         return fn
 
     return wrap
-
-
-def get_mode(name: str) -> Mode:
-    if name not in MODES:
-        raise ValueError(f"simulator mode {name!r} is unknown; choose one of {', '.join(MODES)}")
-    return MODES[name]
 
 
 def _alone_scalar(m: ModelThroughput, cfg: SimConfig) -> float:
@@ -275,7 +267,7 @@ def simulate(offload: float, profile: HardwareProfile | str, small: str, big: st
              prompt_tokens: int = PAPER_PROMPT_TOKENS, decode_tokens: int = PAPER_DECODE_TOKENS,
              chunk: int = PAPER_CHUNK, seed: int = 0, switch: SwitchCosts | None = None) -> SimResult:
     """Simulated time of one generation with ``offload`` of its decoded tokens written by ``big``."""
-    c, hw, spec = _check_offload(offload), get_profile(profile), get_mode(mode)
+    c, hw, spec = _check_offload(offload), get_profile(profile), MODES[mode]
     cfg = SimConfig(prompt_tokens, decode_tokens, chunk, seed, switch or SwitchCosts())
     s, b = hw.model(small), hw.model(big)
     sim_s, big_s, small_s = spec.time_s(c, s, b, cfg), spec.alone_s(b, cfg), spec.alone_s(s, cfg)
@@ -352,40 +344,3 @@ def speedup_table(profile: HardwareProfile | str = "a6000-paper", small: str = "
     table = df.pivot_table(index=["mode", "big"], columns="offload_pct", values="speedup", sort=False)
     table.columns.name = "offload %"
     return table
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI: splitreason simulate
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="simulated latency and speed-up of split decoding")
-    p.add_argument("--profile", default="a6000-paper", help="built-in profile name or profile JSON path")
-    p.add_argument("--small", default="1.5B", help="small model key in the profile (default: 1.5B)")
-    p.add_argument("--big", nargs="+", default=["32B"], help="big model key(s) in the profile (default: 32B)")
-    p.add_argument("--offload", nargs="+", type=float, default=[0.0135, 0.05, 0.10],
-                   help="fractions of decoded tokens written by the big model (0.05 = 5 %%)")
-    p.add_argument("--mode", default="paper", choices=sorted(MODES), help="simulator mode (default: paper)")
-    p.add_argument("--prompt-tokens", type=int, default=PAPER_PROMPT_TOKENS)
-    p.add_argument("--decode-tokens", type=int, default=PAPER_DECODE_TOKENS)
-    p.add_argument("--chunk", type=int, default=PAPER_CHUNK)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.set_defaults(func=_cmd_simulate)
-
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    kwargs = dict(mode=args.mode, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
-                  chunk=args.chunk, seed=args.seed)
-    try:
-        df = sweep(args.offload, args.profile, args.small, args.big, **kwargs)
-    except (KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(df.to_dict(orient="records"), indent=2))
-        return 0
-    print(f"profile {args.profile}, mode {args.mode}, small {args.small}, "
-          f"prompt {args.prompt_tokens} + decode {args.decode_tokens} tokens")
-    print(f"{'big':>6} {'offload %':>10} {'big-only s':>11} {'simulated s':>12} {'speed-up':>9}")
-    for r in df.itertuples():
-        print(f"{r.big:>6} {100 * r.offload:>10.2f} {r.big_only_s:>11.1f} {r.simulated_s:>12.1f} {r.speedup:>8.2f}x")
-    return 0

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from splitlib import runs, tags
 from splitlib.annotate import (
     ANNOTATED,
+    ANNOTATORS,
     FAILURES,
     STATS,
     Annotation,
@@ -34,7 +35,6 @@ from splitlib.annotate import (
     MatchConfig,
     RetryPolicy,
     annotate_all,
-    available,
     generic_steps,
     get_annotator,
     locate,
@@ -51,8 +51,9 @@ from splitlib.annotate import (
 )
 from splitlib.annotate.llm import SNIPPET_CLOSE, SNIPPET_OPEN, TRACE_CLOSE, TRACE_OPEN, parse_snippets
 from splitlib.annotate.matching import best_window, best_window_reference, locate_reference
-from splitlib.annotate.surprisal import STEP_SPLITTERS
+from splitlib.annotate.surprisal import STEP_SPLITTERS, SurprisalConfig
 from splitlib.data import load_toy
+from splitlib.registry import UnknownNameError
 from splitlib.toy.world import generate, step_spans
 
 # =============================================================================================================
@@ -117,7 +118,8 @@ def test_snippets_shorter_than_min_snippet_chars_are_left_unmatched():
 
 
 def _random_case(rng: random.Random) -> tuple[str, str]:
-    words = "the of and to we so x y = + 2 3 squared root solve therefore equation since".split()
+    words = ["the", "of", "and", "to", "we", "so", "x", "y", "=", "+", "2", "3", "squared", "root", "solve",
+             "therefore", "equation", "since"]
     text = " ".join(rng.choice(words) for _ in range(rng.randrange(5, 90)))
     m = rng.randrange(1, 50)
     if rng.random() < 0.7 and len(text) > m:
@@ -156,7 +158,8 @@ def test_fast_matcher_equals_brute_force_reference_on_random_cases():
 
 def test_fast_matcher_scores_few_windows_on_a_long_trace():
     rng = random.Random(7)
-    words = "the of and to we so x y = + 2 3 squared root solve therefore equation since hence".split()
+    words = ["the", "of", "and", "to", "we", "so", "x", "y", "=", "+", "2", "3", "squared", "root", "solve",
+             "therefore", "equation", "since", "hence"]
     text = " ".join(rng.choice(words) for _ in range(2500))
     snippet = text[7000:7200].replace(" so ", " xo ").replace("the", "teh", 1)
     t0 = time.perf_counter()
@@ -346,7 +349,7 @@ def test_every_input_ends_in_exactly_one_file_whatever_the_server_does(fake, llm
     assert annotated["t-ok"]["details"] == {"n_snippets": 1, "n_found": 1, "n_refined": 0, "min_match_ratio": 1.0,
                                            "temperature": 0.0, "answers": 1}
     # unusable answers are asked again at 0.3 and 0.6; transport faults retry (max_retries=2) at one temperature
-    temps = lambda case: [t for c, t in fake.requests if c == case]  # noqa: E731
+    temps = lambda case: [t for c, t in fake.requests if c == case]
     assert temps("absent") == [0.0, 0.3, 0.6]
     assert temps("r429") == [0.0] * 3 and temps("r401") == [0.0]
     assert summary.n_annotated + summary.n_failed == len(rows) and summary.failure_reasons["malformed_response"] == 2
@@ -546,9 +549,11 @@ def test_duplicate_input_ids_are_refused_before_any_work(tmp_path):
 # =============================================================================================================
 # registry and the paper preset
 def test_registry_names_and_errors(monkeypatch):
-    assert {"llm", "surprisal", "oracle"} <= set(available())
-    with pytest.raises(KeyError, match="available"):
+    assert {"llm", "surprisal", "oracle"} <= set(ANNOTATORS.names())
+    with pytest.raises(UnknownNameError, match="unknown annotator 'gpt5'; allowed: .*oracle"):
         get_annotator("gpt5")
+    with pytest.raises(UnknownNameError, match="unknown llm preset 'papr'; allowed: paper"):
+        get_annotator("llm", preset="papr")
     with pytest.raises(TypeError, match="bogus"):
         get_annotator("llm", base_url="http://127.0.0.1:1/v1", model="m", bogus=1)
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
@@ -663,6 +668,8 @@ def test_generic_steps_are_sentences_within_lines():
     assert [text[s:e] for s, e in generic_steps(text)] == ["First, x = 3.5 is given.", " Then we square it!",
                                                            "Next?", " Yes."]
     assert set(STEP_SPLITTERS) == {"toy", "generic"}
+    with pytest.raises(UnknownNameError, match="unknown step splitter 'words'; allowed: toy, generic"):
+        SurprisalConfig(steps="words")
 
 
 # =============================================================================================================

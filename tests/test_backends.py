@@ -11,12 +11,15 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import get_args
 
 import pytest
 import torch
 
 from splitlib import tags
 from splitlib.backends import (
+    BACKENDS,
+    BackendKind,
     BackendUnreachable,
     ModelNotFoundError,
     PromptTooLongError,
@@ -29,6 +32,7 @@ from splitlib.backends.testing import shared_vllm, tiny_model_dirs
 from splitlib.decoding import DecodeConfig, decode
 from splitlib.handoff import encode_text
 from splitlib.prompts import build_prompt
+from splitlib.registry import UnknownNameError
 from splitlib.toy.world import generate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,7 +144,8 @@ def test_missing_model_directory_names_path_and_fix(tmp_path):
 
 
 def test_unknown_backend_or_option_is_named():
-    with pytest.raises(ValueError, match="expected one of hf, vllm, openai"):
+    assert BACKENDS.names() == list(get_args(BackendKind))
+    with pytest.raises(UnknownNameError, match="unknown backend 'tgi'; allowed: hf, vllm, openai"):
         load_backend("tgi", "x")
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['temperature'\]"):
         load_backend("hf", "x", temperature=1.0)

@@ -18,6 +18,7 @@ from splitlib.decoding import DecodeConfig, RolePrompts, decode, decode_many
 from splitlib.handoff import SharedIds, ViaText, decode_text, encode_text, make_bridge
 from splitlib.policies import RandomSwitch, Split, make_policy
 from splitlib.prompts import build_prompt
+from splitlib.registry import UnknownNameError
 from splitlib.toy.world import generate
 from splitlib.trace import Trace
 
@@ -340,8 +341,8 @@ def test_policy_needs_its_models(small):
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(max_new_tokens=0), "max_new_tokens=0"), (dict(takeback="sometimes"), "takeback='sometimes'"),
-    (dict(takeback_threshold=0.0), "takeback_threshold"), (dict(temperature=-1), "temperature"),
+    ({"max_new_tokens": 0}, "max_new_tokens=0"), ({"takeback": "sometimes"}, "takeback='sometimes'"),
+    ({"takeback_threshold": 0.0}, "takeback_threshold"), ({"temperature": -1}, "temperature"),
 ])
 def test_decode_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -349,7 +350,7 @@ def test_decode_config_rejects_bad_values(bad, match):
 
 
 def test_make_policy_names_allowed_values():
-    with pytest.raises(ValueError, match="expected one of split, random_switch, small_only, big_only"):
+    with pytest.raises(UnknownNameError, match="policy 'oracle'; allowed: split, random_switch, small_only, big_only"):
         make_policy("oracle")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['rate'\]"):
         make_policy("random_switch", rate=3)

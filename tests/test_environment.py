@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import rattler
-from rattler.exceptions import InvalidMatchSpecError
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from rattler.exceptions import InvalidMatchSpecError
 
 REPO = Path(__file__).resolve().parent.parent
 CPU_TXT = REPO / "requirements" / "cpu.txt"

@@ -1,6 +1,7 @@
 """Evaluation: protocols, seeds, resumable per-sample records, aggregation with CIs, plots.
 
-The decoder is a hand-written fake (method, questions, seeds, sampling) -> traces; faults are injected through it.
+The decoder is a hand-written fake (method, questions, seeds, sampling, max_new_tokens) -> traces; faults are
+injected through it. The real decoder service runs in tests/test_decoder_service.py.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from matplotlib.figure import Figure
 
 from splitlib import evaluate as ev
 from splitlib.evaluate import EvalResumeError, Method
+from splitlib.registry import UnknownNameError
 from splitlib.runs import read_jsonl
-from splitlib.trace import Segment, Trace
+from splitlib.sampling import Sampling
+from splitlib.seeds import derive_seed
 from splitlib.toy.world import generate
+from splitlib.trace import Segment, Trace
 
 PROBLEMS = [{"id": f"p{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(6)]
 GOLD = {p["question"]: p["answer"] for p in PROBLEMS}
@@ -53,11 +57,11 @@ class FakeDecoder:
         self.calls: list[tuple[str, int]] = []
         self.fail_after_calls = fail_after_calls
 
-    def __call__(self, method, questions, seeds, sampling):
+    def __call__(self, method, questions, seeds, sampling, max_new_tokens):
         if self.fail_after_calls is not None and len(self.calls) >= self.fail_after_calls:
             raise KeyboardInterrupt("killed while decoding")  # what Ctrl-C / a dying engine looks like
         self.calls.append((method.name, len(questions)))
-        assert isinstance(sampling, ev.Sampling)
+        assert isinstance(sampling, Sampling) and isinstance(max_new_tokens, int)
         offload = "42 = 6 * 7 " if method.policy == "split" else ""
         return [make_trace(GOLD[q] if is_right(method, s) else "-1", offload=offload) for q, s in zip(questions, seeds)]
 
@@ -96,13 +100,10 @@ def test_bad_protocol_settings_name_the_key(name, kwargs, match):
         ev.make_protocol(name, **kwargs)
 
 
-def test_seeds_are_stable_distinct_and_31_bit():
-    grid = [(m, p, s) for m in ("a", "b") for p in ("p0", "p1", "p2", "p3", "p4") for s in range(4)]
-    seeds = [ev.sample_seed(7, *k) for k in grid]
-    assert seeds == [ev.sample_seed(7, *k) for k in grid]
-    assert len(set(seeds)) == len(grid)
-    assert all(0 <= s < 2**31 for s in seeds)
-    assert ev.sample_seed(8, "a", "p0", 0) != ev.sample_seed(7, "a", "p0", 0)
+def test_unknown_protocols_raise_the_registry_error_listing_custom_too():
+    with pytest.raises(UnknownNameError, match="expected one of paper, deepseek, custom"):
+        ev.make_protocol("beam")
+    assert ev.PROTOCOLS.names() == ["paper", "deepseek"]
 
 
 def test_method_params_must_be_json_and_are_copied():
@@ -122,6 +123,9 @@ def test_one_graded_row_per_method_problem_sample(tmp_path):
     assert len(rows) == 2 * len(PROBLEMS) * 2 == len(read_jsonl(out))
     assert len(set(keys(rows))) == len(rows)
     row = next(r for r in rows if r["method"] == "split")
+    assert {k: row[k] for k in ("protocol", "temperature", "top_p", "max_new_tokens")} == {
+        "protocol": "paper", "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64}
+    assert row["seed"] == derive_seed(0, "split", row["problem_id"], row["sample"])
     for key in ("seed", "answer", "extracted", "correct", "truncated", "reason", "tokens_small", "tokens_big",
                 "offload_token_fraction", "offload_char_fraction", "handoffs", "rejected_requests", "wall_s",
                 "finish", "grader_version", "generation", "trace", "policy", "policy_params", "small_model",
@@ -217,7 +221,7 @@ def test_duplicate_method_names_and_problem_ids_are_refused(tmp_path):
 
 def test_toy_problem_objects_are_accepted(tmp_path):
     problems = generate(2, seed=0)
-    dec = lambda method, questions, seeds, sampling: [make_trace("0") for _ in questions]  # noqa: E731
+    dec = lambda method, questions, seeds, sampling, max_new_tokens: [make_trace("0") for _ in questions]
     rows = ev.evaluate([SMALL], problems, TINY_PAPER, dec, tmp_path / "s.jsonl", progress=False)
     assert [r["problem_id"] for r in rows[:2]] == [p.id for p in problems]
     assert [r["answer"] for r in rows[:2]] == [p.answer for p in problems]
@@ -226,7 +230,7 @@ def test_toy_problem_objects_are_accepted(tmp_path):
 # -- grading inside evaluate ----------------------------------------------------------------------------------------
 def test_grading_sees_the_generation_only(tmp_path):
     problem = {"id": "q", "question": "The answer is \\boxed{7}. What is 3 + 4?", "answer": "7"}
-    echo = lambda method, questions, seeds, sampling: [  # noqa: E731
+    echo = lambda method, questions, seeds, sampling, max_new_tokens: [
         Trace(segments=(segment("small", "I am not sure.", "eos"),), text="I am not sure.", prompt_tokens={},
               handoffs=0, rejected_requests=0, finish="eos", wall_s=0.0) for _ in questions]
     (row, *_) = ev.evaluate([SMALL], [problem], TINY_PAPER, echo, tmp_path / "s.jsonl", progress=False)
@@ -234,7 +238,7 @@ def test_grading_sees_the_generation_only(tmp_path):
 
 
 def test_truncated_generations_count_as_wrong_and_are_reported(tmp_path):
-    def dec(method, questions, seeds, sampling):
+    def dec(method, questions, seeds, sampling, max_new_tokens):
         return [make_trace(GOLD[q], finish="length" if i % 2 else "eos") for i, q in enumerate(questions)]
 
     rows = ev.evaluate([SMALL], PROBLEMS[:4], ev.make_protocol("paper", samples=1), dec, tmp_path / "s.jsonl",
@@ -266,10 +270,18 @@ def runs_rows(method: str, per_run_correct: list[int], n_problems: int = 4) -> l
     return [hand_row(method, f"p{i}", r, i < k) for r, k in enumerate(per_run_correct) for i in range(n_problems)]
 
 
-def test_t_quantile_matches_tables():
-    for dof, expected in [(1, 12.7062047), (2, 4.3026527), (4, 2.7764451), (29, 2.0452296)]:
-        assert ev.t_quantile(0.95, dof) == pytest.approx(expected, abs=1e-6)
-    assert ev.t_quantile(0.99, 4) == pytest.approx(4.6040949, abs=1e-6)
+@pytest.mark.parametrize(("level", "dof", "expected"), [
+    (0.95, 1, 12.7062047), (0.95, 2, 4.3026527), (0.95, 4, 2.7764451), (0.95, 29, 2.0452296), (0.99, 4, 4.6040949),
+    (0.90, 3, 2.3533634),
+])
+def test_t_quantile_matches_tables(level, dof, expected):
+    assert ev.t_quantile(level, dof) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(("level", "dof"), [(0.95, 0), (1.0, 4), (0.0, 4)])
+def test_t_quantile_refuses_impossible_settings(level, dof):
+    with pytest.raises(ValueError, match="t_quantile"):
+        ev.t_quantile(level, dof)
 
 
 def test_runs_protocol_gives_mean_sd_and_t_interval():
@@ -352,37 +364,7 @@ def test_presentation_helpers_return_a_styler_and_a_figure():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["small", "big", "b5", "b10"]
 
 
-# -- the real engine on tiny random models --------------------------------------------------------------------------
-def test_engine_decoder_runs_every_policy_and_reruns_a_subset_identically(tiny_model_dirs, tmp_path):
-    problems = [{"id": p.id, "question": p.question, "answer": p.answer} for p in generate(2, seed=5)]
-    methods = [
-        Method("small", policy="small_only", small="small"),
-        Method("big", policy="big_only", small=None, big="big"),
-        Method("split", policy="split", small="small", big="big", policy_params={"max_offload_fraction": 0.5}),
-        Method("random", policy="random_switch", small="small", big="big", policy_params={"ratio": 1, "chunk": 4}),
-    ]
-    protocol = ev.make_protocol("deepseek", samples=2, max_new_tokens=12)
-    decoder = ev.EngineDecoder(tiny_model_dirs, kind="hf", decode={"big_chunk_tokens": 4})
-    rows = ev.evaluate(methods, problems, protocol, decoder, tmp_path / "all.jsonl", progress=False, batch_size=3)
-    assert len(rows) == 4 * 2 * 2
-    for row in rows:
-        trace = Trace.from_json(row["trace"])
-        assert trace.text == row["generation"] and trace.total_tokens <= 12
-        if row["method"] == "small":
-            assert row["tokens_big"] == 0
-        if row["method"] == "big":
-            assert row["tokens_small"] == 0
-    assert rows[0]["decoder"]["decode"] == {"big_chunk_tokens": 4}
-    assert any(0 < r["offload_token_fraction"] < 1 for r in rows if r["method"] == "random")
-    assert len(decoder._loaded) == 2  # each model loaded once
-
-    fresh = ev.EngineDecoder(tiny_model_dirs, kind="hf", decode={"big_chunk_tokens": 4})
-    again = ev.evaluate(methods[3:], problems[1:], protocol, fresh, tmp_path / "one.jsonl", progress=False)
-    before = {(r["method"], r["problem_id"], r["sample"]): r["generation"] for r in rows}
-    assert [r["generation"] for r in again] == [before[("random", r["problem_id"], r["sample"])] for r in again]
-    assert len({r["generation"] for r in rows if r["method"] == "random"}) > 1  # samples differ (T = 0.6)
-
-
+# -- warnings on resume ----------------------------------------------------------------------------------------------
 def test_rows_from_an_older_grader_are_flagged_on_resume(tmp_path, caplog):
     out = tmp_path / "s.jsonl"
     rows = ev.evaluate([SPLIT], PROBLEMS[:1], TINY_PAPER, FakeDecoder(), out, progress=False)

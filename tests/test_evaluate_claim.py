@@ -141,20 +141,10 @@ def test_resolve_model_ref_checks_run_paths_and_names_the_notebook(tmp_path):
 def test_methods_from_rows_rebuild_the_methods():
     m = ev.Method("split b5", policy="split", small="grpo", big="big", policy_params={"max_offload_fraction": 0.05},
                   sweep="budget")
-    r = row("split b5", "p0", True, **{"small_model": "grpo", "big_model": "big", "policy_params": m.policy_params,
-                                       "sweep": "budget"})
+    r = row("split b5", "p0", True, small_model="grpo", big_model="big", policy_params=m.policy_params, sweep="budget")
     assert ev.methods_from_rows([r], ["split b5"]) == [m]
     with pytest.raises(ValueError, match="not in the rows"):
         ev.methods_from_rows([r], ["nope"])
-
-
-def test_engine_decoder_preload_loads_only_what_each_policy_uses():
-    loaded = []
-    decoder = ev.EngineDecoder({"base": "b", "big": "B"})
-    decoder.backend = lambda role, ref: loaded.append((role, ref))  # record instead of loading
-    decoder.preload([ev.Method("s", policy="small_only", small="base", big="big"),
-                     ev.Method("g", policy="big_only", small=None, big="big")])
-    assert loaded == [("small", "base"), ("big", "big")]
 
 
 def test_median_wall_rows_keep_each_keys_median_pass():

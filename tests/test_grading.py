@@ -11,6 +11,7 @@ import pytest
 
 from splitlib import grading
 from splitlib.grading import GRADER_VERSION, Grade, extract_answer, grade
+from splitlib.registry import UnknownNameError
 
 # (case id, generation, fallback, expected extracted answer)
 EXTRACT_CASES = [
@@ -44,7 +45,7 @@ def test_extract_answer(generation: str, fallback: grading.Fallback, expected: s
 
 
 def test_unknown_fallback_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="none, answer_phrase"):
+    with pytest.raises(UnknownNameError, match="unknown answer fallback 'llm_judge'; allowed: none, answer_phrase"):
         extract_answer("\\boxed{1}", "llm_judge")  # type: ignore[arg-type]
 
 

@@ -189,10 +189,10 @@ def test_load_yaml_overrides_replace_values_and_are_validated_too():
 def kernel_namespace(extra_source: str = "") -> tuple[dict, set]:
     """Simulate notebook 00's kernel: imports, _names_before, the parameters cell, then injected lines."""
     ns: dict = {"__name__": "__main__"}
-    exec("import json\nimport logging\n", ns)
+    exec("import json\nimport logging\n", ns)  # noqa: S102 -- the notebook's own cells, as a kernel runs them
     names_before = set(ns)
     _, cell = parameters_cell(load_notebook("00_models"))
-    exec(cell + "\n" + extra_source, ns)
+    exec(cell + "\n" + extra_source, ns)  # noqa: S102 -- the notebook's own cells, as a kernel runs them
     return ns, names_before
 
 

@@ -232,7 +232,7 @@ def test_smoke_run_of_00_succeeds_and_keeps_the_executed_copy(smoke_run):
 
 @pytest.mark.slow
 def test_smoke_run_manifest_records_git_versions_hardware_and_each_notebook(smoke_run):
-    rc, run = smoke_run
+    _rc, run = smoke_run
     manifest = json.loads((run / "manifest.json").read_text())
     assert (manifest["profile"], manifest["run_name"]) == ("smoke", "smoke")
     assert re.fullmatch(r"[0-9a-f]{40}", manifest["git"]["commit"])
@@ -252,7 +252,7 @@ def test_smoke_run_manifest_records_git_versions_hardware_and_each_notebook(smok
 
 @pytest.mark.slow
 def test_smoke_run_of_00_writes_data_models_and_metrics_for_both_models(smoke_run):
-    rc, run = smoke_run
+    _rc, run = smoke_run
     metrics = json.loads((run / "00_models" / "metrics.json").read_text())
     assert sorted(row["model"] for row in metrics["models"]) == ["big", "small"]
     assert (metrics["n_train"], metrics["n_test"]) == (48, 24)

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from splitlib import rewards as R
+from splitlib.registry import Registry, UnknownNameError
 from splitlib.tags import CLOSE, OPEN
 from splitlib.trace import Segment, Trace
 
@@ -37,7 +38,7 @@ def paper_max_completion() -> str:
 
 
 def one(name: str, completion: object, **kwargs: object) -> float | None:
-    return R.get_reward(name)([completion], **kwargs)[0]
+    return R.REWARDS[name]([completion], **kwargs)[0]
 
 
 # -- the shape functions against PAPER_FACTS §6's worked values -------------------------------------------------
@@ -46,7 +47,7 @@ def test_coverage_term_worked_values(r: float, term: float) -> None:
     assert 2 * R.coverage_shape(r) == pytest.approx(term, abs=1e-12)
 
 
-PAPER_COUNT = {**dict.fromkeys(range(0, 4), 0.0), **dict.fromkeys(range(4, 8), 1.0), 8: 2.0,
+PAPER_COUNT = {**dict.fromkeys(range(4), 0.0), **dict.fromkeys(range(4, 8), 1.0), 8: 2.0,
                **dict.fromkeys(range(9, 13), 1.0), **dict.fromkeys(range(13, 17), 0.0),
                **dict.fromkeys(range(17, 21), -1.0), 21: -2.0}
 
@@ -278,22 +279,22 @@ def test_rl4e_prices_traces_with_the_simulator() -> None:
 
 
 # -- inputs, registry, TRL compatibility -------------------------------------------------------------------------
-@pytest.mark.parametrize("name", R.available())
+@pytest.mark.parametrize("name", R.REWARDS.names())
 def test_message_lists_score_like_strings(name: str) -> None:
     texts = [GOOD, "plain \\boxed{6}", span("b" * 20) + "a" * 80]
     kwargs = {"solution": ["5", "5", "5"]}
     messages = [[{"role": "assistant", "content": t}] for t in texts]
     parts = [[{"role": "assistant", "content": [{"type": "text", "text": t}]}] for t in texts]
-    expected = R.get_reward(name)(texts, **kwargs)
-    assert R.get_reward(name)(messages, **kwargs) == expected
-    assert R.get_reward(name)(parts, **kwargs) == expected
+    expected = R.REWARDS[name](texts, **kwargs)
+    assert R.REWARDS[name](messages, **kwargs) == expected
+    assert R.REWARDS[name](parts, **kwargs) == expected
 
 
-@pytest.mark.parametrize("name", R.available())
+@pytest.mark.parametrize("name", R.REWARDS.names())
 def test_trl_call_convention(name: str) -> None:
     from trl.trainer.utils import get_callable_name
 
-    fn = R.get_reward(name)
+    fn = R.REWARDS[name]
     out = fn(completions=[GOOD, "\\boxed{6}"], solution=["5", "???"], prompts=["p1", "p2"],
              completion_ids=[[1, 2], [3]], trainer_state=None, log_metric=lambda name, value: None,
              log_extra=lambda column, values: None, problem=["q1", "q2"])
@@ -302,16 +303,16 @@ def test_trl_call_convention(name: str) -> None:
 
 
 def test_unknown_reward_lists_available_names() -> None:
-    with pytest.raises(KeyError, match="available: paper, paper_accuracy"):
-        R.get_reward("papr")
+    with pytest.raises(UnknownNameError, match="unknown reward 'papr'; allowed: .*paper_accuracy, paper_format"):
+        R.REWARDS["papr"]
 
 
 def test_register_refuses_duplicates(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(R, "_REGISTRY", dict(R._REGISTRY))
-    R.register("my_reward")(R.paper_format)
-    assert "my_reward" in R.available()
-    with pytest.raises(ValueError, match="already registered"):
-        R.register("paper")(R.paper_format)
+    monkeypatch.setattr(R, "REWARDS", Registry("reward", dict(R.REWARDS.items())))
+    R.REWARDS.register("my_reward", R.paper_format)
+    assert "my_reward" in R.REWARDS
+    with pytest.raises(ValueError, match="registered twice"):
+        R.REWARDS.register("paper", R.paper_format)
 
 
 def test_bad_completion_type_is_an_error() -> None:
@@ -320,4 +321,4 @@ def test_bad_completion_type_is_an_error() -> None:
 
 
 def test_rl4e_is_picklable() -> None:
-    assert pickle.loads(pickle.dumps(R.get_reward("rl4e"))).config == R.RL4EConfig()
+    assert pickle.loads(pickle.dumps(R.REWARDS["rl4e"])).config == R.RL4EConfig()

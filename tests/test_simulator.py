@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from splitlib import cli, paper_results, plots
 from splitlib.hardware import HardwareProfile, ModelThroughput, get_profile
+from splitlib.registry import UnknownNameError
 from splitlib.simulator import (
     MODES,
     SimConfig,
@@ -87,7 +88,7 @@ def test_paper_chunk_plan(offload, d, chunk, whole_big, partial_possible):
 
 
 def test_paper_mode_is_deterministic_per_seed():
-    kwargs = dict(mode="paper", decode_tokens=1000, chunk=256)
+    kwargs = {"mode": "paper", "decode_tokens": 1000, "chunk": 256}
     times = {seed: simulate(0.1, "a6000-paper", "1.5B", "32B", seed=seed, **kwargs).simulated_s for seed in range(20)}
     assert all(simulate(0.1, "a6000-paper", "1.5B", "32B", seed=s, **kwargs).simulated_s == t for s, t in times.items())
     assert len(set(times.values())) == 2  # the 232-token partial chunk goes to either model
@@ -175,6 +176,13 @@ def test_bad_arguments_name_the_value(kwargs, fragment):
         simulate(**args)
 
 
+def test_unknown_mode_names_the_registered_ones():
+    with pytest.raises(UnknownNameError, match="unknown simulator mode 'pipelined'; allowed: paper, continuous"):
+        simulate(0.05, "a6000-paper", "1.5B", "32B", mode="pipelined")
+    with pytest.raises(UnknownNameError, match="unknown paper mode 'Oracle'; allowed: None — 1.5B alone"):
+        paper_results.paper_per_run_accuracy(("Oracle",))
+
+
 def test_speedup_table_shape():
     table = speedup_table()
     assert list(table.index) == [(m, b) for m in ("paper", "continuous") for b in ("7B", "8B", "14B", "32B", "70B")]
@@ -201,7 +209,7 @@ def test_cli_table(capsys):
 
 def test_cli_unknown_model_is_a_clear_error(capsys):
     assert cli.main(["simulate", "--big", "33B"]) == 2
-    assert "available: 1.5B" in capsys.readouterr().err
+    assert "allowed: 1.5B" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ from trl import GRPOTrainer
 
 from splitlib import prompts, rewards, tags
 from splitlib.backends.testing import SteeredHFBackend
+from splitlib.decoder_service import Route
+from splitlib.registry import Registry, UnknownNameError
+from splitlib.seeds import derive_seed
 from splitlib.toy.models import ToyModelConfig, build_model
 from splitlib.toy.tokenizer import BOS, EOS, PAD
 from splitlib.trace import Segment, Trace
@@ -22,7 +25,6 @@ from splitlib.training import (
     ensure_control_tokens,
     grpo_config,
     grpo_dataset,
-    rollout_seed,
     run_grpo,
     run_sft,
     sft_config,
@@ -30,9 +32,14 @@ from splitlib.training import (
     step_logs,
     tag_usage,
 )
-from splitlib.training.engine import engine_decode_fn
 from splitlib.training.grpo import rollout_problems
-from splitlib.training.rollout import OffloadRollout, generation_indices, policy_logprobs, prompt_token_ids
+from splitlib.training.rollout import (
+    OffloadRollout,
+    generation_indices,
+    offload_decoder,
+    policy_logprobs,
+    prompt_token_ids,
+)
 
 TINY = ToyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
 
@@ -155,8 +162,12 @@ def test_config_builders_reject_unknown_keys_and_bad_batches() -> None:
         sft_config("smoke", device="cpu", not_a_field=1)
     with pytest.raises(ValueError, match="global_batch_size=10"):
         sft_config("smoke", device="cpu", global_batch_size=10, per_device_train_batch_size=4)
-    with pytest.raises(ValueError, match="preset='big'"):
+    with pytest.raises(UnknownNameError, match="unknown GRPO preset 'big'; allowed: paper, toy, smoke"):
         grpo_config("big")
+    with pytest.raises(UnknownNameError, match="unknown SFT preset 'big'; allowed: paper, toy, smoke"):
+        sft_config("big")
+    with pytest.raises(UnknownNameError, match="unknown GRPO mode 'rl'; allowed: paper, offload"):
+        run_grpo("unused", None, [], "unused", mode="rl")
 
 
 def test_grpo_paper_preset_matches_the_paper() -> None:
@@ -260,9 +271,8 @@ def test_completion_from_trace_closes_a_span_cut_short_by_eos_outside_the_loss(t
 
 def test_rollout_seeds_are_stable_and_distinct_per_prompt_generation_and_step() -> None:
     assert generation_indices(["a", "a", "b", "b", "a"]) == [0, 1, 0, 1, 2]
-    seeds = {rollout_seed(0, s, 0, q, g) for s in (0, 1) for q in ("a", "b") for g in (0, 1)}
+    seeds = {derive_seed(0, s, 0, g, q) for s in (0, 1) for q in ("a", "b") for g in (0, 1)}
     assert len(seeds) == 8
-    assert rollout_seed(0, 3, 0, "a", 1) == rollout_seed(0, 3, 0, "a", 1)
 
 
 def test_policy_logprobs_match_a_manual_softmax(tiny_models) -> None:
@@ -290,8 +300,14 @@ def by_position(completions: list, **kwargs) -> list[float]:
 BIG_TEXTS = (" code 0>6", " code 1>2, then 3")
 
 
-def scripted_decode(questions, model, tokenizer, seeds, sampling) -> list[Trace]:
+DECODE_CALLS: list[dict] = []
+
+
+def scripted_decode(route, questions, seeds, sampling, max_new_tokens, key_prefix="seed") -> list[Trace]:
     """The engine's place in the rollout, scripted: alternating big spans of different lengths."""
+    DECODE_CALLS.append({"route": route, "seeds": seeds, "sampling": sampling, "max_new_tokens": max_new_tokens,
+                         "key_prefix": key_prefix})
+    tokenizer = route.small.tokenizer
     return [
         dataclasses.replace(
             hand_trace(tokenizer, big_text=BIG_TEXTS[i % 2]),
@@ -315,7 +331,8 @@ def test_trl_loss_mask_and_gradient_leave_out_exactly_the_big_model_tokens(
     tok = toy_tokenizer
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["small"])
     dataset = grpo_dataset(toy_problems[:2], tok)
-    rollout = OffloadRollout(rollout_problems(toy_problems[:2], dataset), scripted_decode, same_tokenizer=True)
+    route = Route("split", small=None, big="big")
+    rollout = OffloadRollout(rollout_problems(toy_problems[:2], dataset), scripted_decode, route, same_tokenizer=True)
     args = grpo_config("smoke", device="cpu", output_dir=str(tmp_path), beta=0.04)
     trainer = GRPOTrainer(
         model=model,
@@ -327,7 +344,19 @@ def test_trl_loss_mask_and_gradient_leave_out_exactly_the_big_model_tokens(
     )
     trainer.model.train()
     REWARD_KWARGS.clear()
+    DECODE_CALLS.clear()
     inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))  # rollout + rewards, as a step does
+
+    # the decoder got the live policy as the small model, the rollout seeds under their own key prefix, and TRL's
+    # sampling settings (top_k recorded; the decoder warns that it does not apply it)
+    (call,) = DECODE_CALLS
+    assert call["route"].small.model is trainer.model and call["route"].big == "big"
+    assert call["key_prefix"] == "rollout" and call["max_new_tokens"] == args.max_completion_length
+    assert (call["sampling"].temperature, call["sampling"].top_p, call["sampling"].top_k) == (
+        args.temperature, 1.0, args.top_k)
+    questions = [p.question for p in toy_problems[:2] for _ in range(args.num_generations)]
+    assert sorted(call["seeds"]) == sorted(derive_seed(0, 0, 0, g, q) for q, g in zip(
+        questions, generation_indices(questions)))
 
     # 0. the rewards got each completion's trace and offload fraction
     (seen,) = REWARD_KWARGS
@@ -383,8 +412,8 @@ def distinct_chars(completions: list, **kwargs) -> list[float]:
 @pytest.fixture
 def with_distinct_chars(monkeypatch: pytest.MonkeyPatch) -> None:
     """``distinct_chars`` in a copy of the reward registry (TRL logs a reward under its function's __name__)."""
-    monkeypatch.setattr(rewards, "_REGISTRY", dict(rewards._REGISTRY))
-    rewards.register("distinct_chars")(distinct_chars)
+    monkeypatch.setattr(rewards, "REWARDS", Registry("reward", dict(rewards.REWARDS.items())))
+    rewards.REWARDS.register("distinct_chars", distinct_chars)
 
 
 def test_two_step_sft_changes_weights_and_writes_the_model(tiny_model_dirs, toy_problems, tmp_path) -> None:
@@ -454,9 +483,9 @@ def test_two_step_grpo_offload_mode_changes_weights_and_logs_offloads(
     assert changed(before, tmp_path / "grpo")
 
 
-def test_engine_decode_fn_refuses_settings_that_the_grpo_config_owns(tiny_model_dirs) -> None:
+def test_offload_decoder_refuses_settings_that_the_grpo_config_owns(tiny_model_dirs) -> None:
     with pytest.raises(ValueError, match="temperature"):
-        engine_decode_fn(tiny_model_dirs["big"], decode={"temperature": 1.0})
+        offload_decoder(tiny_model_dirs["big"], decode={"temperature": 1.0})
 
 
 @pytest.mark.gpu

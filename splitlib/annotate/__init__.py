@@ -1,7 +1,7 @@
 """Annotation: mark the hardest parts of reasoning traces with ``<bigmodel>…</bigmodel>`` (PAPER_FACTS §4).
 
-Annotators (``get_annotator(name, **params)``) map a trace row to sorted, disjoint character spans over the
-original text:
+Annotators (``get_annotator(name, **params)``, registered in ``ANNOTATORS``) map a trace row to sorted, disjoint
+character spans over the original text:
 
 - ``llm``: the paper's method — an LLM behind an OpenAI-compatible chat API returns verbatim snippets, located by
   fuzzy matching (``matching``); ``preset="paper"`` is DeepSeek-V3 (``deepseek-chat``).
@@ -25,14 +25,13 @@ from splitlib.annotate.analysis import (
     token_mask,
 )
 from splitlib.annotate.base import (
+    ANNOTATORS,
     Annotation,
     AnnotationFailure,
     Annotator,
     OracleAnnotator,
     RetryPolicy,
-    available,
     get_annotator,
-    register,
 )
 from splitlib.annotate.figures import offload_fraction_histogram, oracle_scores_figure, position_profile_figure
 from splitlib.annotate.llm import LLM_PRESETS, LLMAnnotator, LLMConfig
@@ -49,10 +48,10 @@ from splitlib.annotate.run import (
 from splitlib.annotate.surprisal import SurprisalAnnotator, SurprisalConfig, generic_steps
 
 __all__ = [
-    "ANNOTATED", "FAILURES", "LLM_PRESETS", "STATS", "Annotation", "AnnotationAborted", "AnnotationFailure",
-    "Annotator", "LLMAnnotator", "LLMConfig", "MatchConfig", "OracleAnnotator", "RetryPolicy", "RunSummary",
-    "SurprisalAnnotator", "SurprisalConfig", "annotate_all", "available", "compute_stats", "generic_steps",
+    "ANNOTATED", "ANNOTATORS", "FAILURES", "LLM_PRESETS", "STATS", "Annotation", "AnnotationAborted",
+    "AnnotationFailure", "Annotator", "LLMAnnotator", "LLMConfig", "MatchConfig", "OracleAnnotator", "RetryPolicy",
+    "RunSummary", "SurprisalAnnotator", "SurprisalConfig", "annotate_all", "compute_stats", "generic_steps",
     "get_annotator", "locate", "locate_snippets", "offload_fraction_histogram", "offload_fractions",
     "offload_token_fraction", "oracle_scores_figure", "position_profile", "position_profile_figure",
-    "register", "render_ansi", "render_html", "score_against_oracle", "score_rows", "token_mask",
+    "render_ansi", "render_html", "score_against_oracle", "score_rows", "token_mask",
 ]

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from splitlib.registry import Registry
+
 Span = tuple[int, int]
 Row = Mapping[str, Any]
 
@@ -74,30 +76,12 @@ class BatchAnnotator(Annotator, Protocol):
 
 
 # -- registry ---------------------------------------------------------------------------------------------------
-_REGISTRY: dict[str, Callable[..., Annotator]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Annotator]], Callable[..., Annotator]]:
-    """Decorator: register an annotator factory under ``name``."""
-
-    def wrap(factory: Callable[..., Annotator]) -> Callable[..., Annotator]:
-        if name in _REGISTRY:
-            raise ValueError(f"annotator {name!r} is already registered; pick another name")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
+ANNOTATORS: Registry[Callable[..., Annotator]] = Registry("annotator")  # name -> factory(**params)
 
 
 def get_annotator(name: str, **params: Any) -> Annotator:
     """Build the annotator registered under ``name`` with ``params`` (unknown keys are an error)."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown annotator {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name](**params)
+    return ANNOTATORS[name](**params)
 
 
 def check_fraction(name: str, value: float) -> None:
@@ -122,6 +106,6 @@ class OracleAnnotator:
         return {"name": self.name}
 
 
-@register("oracle")
+@ANNOTATORS.register("oracle")
 def make_oracle() -> OracleAnnotator:
     return OracleAnnotator()

@@ -27,15 +27,16 @@ import openai
 
 from splitlib import tags
 from splitlib.annotate.base import (
+    ANNOTATORS,
     Annotation,
     AnnotationFailure,
     RetryPolicy,
     Row,
     check_fraction,
-    register,
 )
 from splitlib.annotate.matching import MatchConfig, locate_snippets
 from splitlib.params import build_config
+from splitlib.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ SNIPPET_OPEN, SNIPPET_CLOSE = "[[SNIPPET]]", "[[/SNIPPET]]"
 TRACE_OPEN, TRACE_CLOSE = "[[TRACE]]", "[[/TRACE]]"
 RETRYABLE_STATUS = (408, 409, 429)  # and every 5xx
 
-LLM_PRESETS: dict[str, dict[str, Any]] = {
+LLM_PRESETS: Registry[dict[str, Any]] = Registry("llm preset", {
     # the paper's annotator: DeepSeek-V3 over DeepSeek's OpenAI-compatible API
     "paper": {"base_url": "https://api.deepseek.com", "model": "deepseek-chat", "api_key_env": "DEEPSEEK_API_KEY"},
-}
+})
 
 _TASK = """Below is a step-by-step reasoning trace written while solving a problem. A small, fast model will write \
 most traces like this one, and a large, slow model will take over only for their hardest parts. Your job is to \
@@ -289,13 +290,11 @@ def _api_key(env_name: str | None) -> str:
     return key
 
 
-@register("llm")
+@ANNOTATORS.register("llm")
 def make_llm(preset: str | None = None, client: Any = None, **params: Any) -> LLMAnnotator:
     """``get_annotator("llm", preset="paper")`` or explicit ``base_url``/``model``/``api_key_env``/…;
     ``client`` replaces the OpenAI client (anything with ``chat.completions.create``)."""
-    if preset is not None and preset not in LLM_PRESETS:
-        raise KeyError(f"unknown llm preset {preset!r}; available: {', '.join(sorted(LLM_PRESETS))}")
-    merged = {**LLM_PRESETS.get(preset or "", {}), **params}
+    merged = {**(LLM_PRESETS[preset] if preset is not None else {}), **params}
     for key in ("base_url", "model"):
         if not merged.get(key):
             raise ValueError(f"llm annotator needs {key!r} (or preset='paper')")

@@ -20,15 +20,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from splitlib import prompts, tags
 from splitlib.annotate.base import (
+    ANNOTATORS,
     Annotation,
     AnnotationFailure,
     RetryPolicy,
     Row,
     Span,
     check_fraction,
-    register,
 )
 from splitlib.params import build_config
+from splitlib.registry import Registry
 from splitlib.toy.world import step_spans as toy_steps
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def generic_steps(text: str) -> list[Span]:
     return out
 
 
-STEP_SPLITTERS: dict[str, Callable[[str], list[Span]]] = {"toy": toy_steps, "generic": generic_steps}
+STEP_SPLITTERS: Registry[Callable[[str], list[Span]]] = Registry(
+    "step splitter", {"toy": toy_steps, "generic": generic_steps}
+)
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,10 @@ class SurprisalConfig:
 
     def __post_init__(self) -> None:
         check_fraction("target_fraction", self.target_fraction)
-        for name, allowed in (("aggregate", ("mean", "max")), ("unit", ("chars", "tokens")),
-                              ("steps", tuple(STEP_SPLITTERS))):
+        for name, allowed in (("aggregate", ("mean", "max")), ("unit", ("chars", "tokens"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {list(allowed)}")
+        STEP_SPLITTERS[self.steps]  # an unknown name raises UnknownNameError listing the splitters
         if self.batch_size < 1 or self.max_batch_tokens < 1:
             raise ValueError("batch_size and max_batch_tokens must be >= 1")
 
@@ -217,7 +220,7 @@ def _load(model: str | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | str
     return model, tokenizer
 
 
-@register("surprisal")
+@ANNOTATORS.register("surprisal")
 def make_surprisal(model: str | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | str | None = None,
                    **params: Any) -> SurprisalAnnotator:
     """``model``: a causal LM directory / hub id, or a loaded model; ``tokenizer``: defaults to the model's."""

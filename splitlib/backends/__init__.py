@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Literal, get_args
+from collections.abc import Callable
+from typing import Literal
 
 from splitlib.backends.base import (
     GREEDY,
@@ -28,35 +29,45 @@ from splitlib.backends.base import (
     check_prompt,
     run_ops,
 )
+from splitlib.registry import Registry
 
 BackendKind = Literal["hf", "vllm", "openai"]
 
 __all__ = [
-    "GREEDY", "Backend", "BackendError", "BackendKind", "BackendUnreachable", "BaseSession", "Counters", "Decode",
-    "Done", "ModelNotFoundError", "PromptTooLongError", "Sampling", "Score", "Scored", "Session", "check_prompt",
-    "load_backend", "run_ops",
+    "BACKENDS", "GREEDY", "Backend", "BackendError", "BackendKind", "BackendUnreachable", "BaseSession", "Counters",
+    "Decode", "Done", "ModelNotFoundError", "PromptTooLongError", "Sampling", "Score", "Scored", "Session",
+    "check_prompt", "load_backend", "run_ops",
 ]
 
 
-def _loader(kind: str):
-    if kind == "hf":
-        from splitlib.backends.hf import HFBackend
+# Each entry imports its backend module on first use (vLLM, openai and torch are heavy) and returns the loader.
+BACKENDS: Registry[Callable[[], Callable[..., Backend]]] = Registry("backend")
 
-        return HFBackend.load
-    if kind == "vllm":
-        from splitlib.backends.vllm_engine import VLLMBackend
 
-        return VLLMBackend.load
-    if kind == "openai":
-        from splitlib.backends.openai_server import OpenAIBackend
+@BACKENDS.register("hf")
+def _hf_loader() -> Callable[..., Backend]:
+    from splitlib.backends.hf import HFBackend
 
-        return OpenAIBackend.load
-    raise ValueError(f"backend {kind!r}: expected one of {', '.join(get_args(BackendKind))}")
+    return HFBackend.load
+
+
+@BACKENDS.register("vllm")
+def _vllm_loader() -> Callable[..., Backend]:
+    from splitlib.backends.vllm_engine import VLLMBackend
+
+    return VLLMBackend.load
+
+
+@BACKENDS.register("openai")
+def _openai_loader() -> Callable[..., Backend]:
+    from splitlib.backends.openai_server import OpenAIBackend
+
+    return OpenAIBackend.load
 
 
 def load_backend(kind: BackendKind, model_dir_or_id: str | None, **opts) -> Backend:
     """Load a backend. ``opts`` are the chosen loader's keyword arguments (unknown ones are refused by name)."""
-    load = _loader(kind)
+    load = BACKENDS[kind]()
     params = inspect.signature(load).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     unknown = sorted(set(opts) - set(params))

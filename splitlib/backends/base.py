@@ -24,6 +24,8 @@ from typing import Protocol, runtime_checkable
 
 from transformers import PreTrainedTokenizerBase
 
+from splitlib.sampling import GREEDY, Sampling
+
 
 class BackendError(RuntimeError):
     """A backend failed to do what was asked (the message says which backend and why)."""
@@ -39,26 +41,6 @@ class ModelNotFoundError(FileNotFoundError):
 
 class PromptTooLongError(ValueError):
     """A prompt does not fit the model's context window."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature}: expected >= 0 (0 = greedy)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p}: expected 0 < top_p <= 1")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-
-GREEDY = Sampling()
 
 
 @dataclass

@@ -88,15 +88,15 @@ class VLLMBackend:
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
-        kwargs = dict(
-            model=path,
-            tokenizer=resolve_model(tokenizer) if tokenizer else None,
-            dtype=dtype or ("float32" if on_cpu else "auto"),
-            max_model_len=max_model_len,
-            enable_prefix_caching=True,
-            seed=seed,
-            max_logprobs=max_logprobs,
-        )
+        kwargs = {
+            "model": path,
+            "tokenizer": resolve_model(tokenizer) if tokenizer else None,
+            "dtype": dtype or ("float32" if on_cpu else "auto"),
+            "max_model_len": max_model_len,
+            "enable_prefix_caching": True,
+            "seed": seed,
+            "max_logprobs": max_logprobs,
+        }
         if on_cpu:
             kwargs.update(enforce_eager=True, block_size=block_size or 32)
         elif block_size:

@@ -38,8 +38,12 @@ class _EvalSetup(Common):
             make_protocol(self.protocol, **self.protocol_settings)
         except ValueError as err:
             check(False, "protocol_settings", self.protocol_settings, str(err))
-        clash = sorted(set(self.decode) & {"max_new_tokens", "temperature", "top_p", "seed"})
-        check(not clash, "decode", self.decode, f"no sampling settings ({clash} come from the protocol)")
+        from splitlib.decoder_service import check_decode_settings
+
+        try:
+            check_decode_settings(self.decode)
+        except ValueError as err:
+            check(False, "decode", self.decode, f"no sampling settings ({err})")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ and a start digit copied from ~60 tokens back defeated the 1-layer small model; 
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
 from dataclasses import asdict, dataclass, field
@@ -137,6 +138,6 @@ def step_spans(trace: str) -> list[tuple[int, int]]:
     for line in trace.split("\n"):
         comma = line.find(", bonus ")
         cuts = [0, comma + 1, len(line)] if comma >= 0 else [0, len(line)]
-        out += [(pos + a, pos + b) for a, b in zip(cuts, cuts[1:])]
+        out += [(pos + a, pos + b) for a, b in itertools.pairwise(cuts)]
         pos += len(line) + 1
     return out

@@ -4,13 +4,13 @@
 - ``configs``: ``sft_config`` / ``grpo_config`` builders with ``paper``/``toy``/``smoke`` presets, CPU-safe flags.
 - ``sft``: ``sft_dataset``, ``run_sft``, ``tag_usage`` (Figure 8 statistics).
 - ``grpo``: ``grpo_dataset``, ``run_grpo`` (modes ``paper`` and ``offload``).
-- ``rollout``: the offload ``rollout_func`` (ids, ``env_mask``, seeds, log-probabilities) — engine-independent.
-- ``engine``: the adapter from the rollout function to ``splitlib.decoding``.
+- ``rollout``: the offload ``rollout_func`` (ids, ``env_mask``, seeds, log-probabilities) over any
+  ``splitlib.decoder_service.DecodeFn``; ``offload_decoder`` builds the real one.
 """
 
 from splitlib.training.configs import GRPO_PRESETS, SFT_PRESETS, device_flags, grpo_config, sft_config
 from splitlib.training.grpo import grpo_dataset, run_grpo, step_logs
-from splitlib.training.rollout import OffloadRollout, RolloutCompletion, completion_from_trace, rollout_seed
+from splitlib.training.rollout import OffloadRollout, RolloutCompletion, completion_from_trace
 from splitlib.training.sft import run_sft, sft_dataset, tag_usage
 from splitlib.training.tokens import control_token_ids, ensure_control_tokens, require_control_tokens
 
@@ -26,7 +26,6 @@ __all__ = [
     "grpo_config",
     "grpo_dataset",
     "require_control_tokens",
-    "rollout_seed",
     "run_grpo",
     "run_sft",
     "sft_config",

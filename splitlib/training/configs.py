@@ -18,12 +18,14 @@ from transformers import PreTrainedTokenizerBase, PrinterCallback, Trainer
 from transformers.trainer_utils import TrainOutput
 from trl import GRPOConfig, SFTConfig
 
+from splitlib.registry import Registry
+
 Preset = Literal["paper", "toy", "smoke"]
 Device = Literal["auto", "cpu", "cuda"]
 
 # PAPER_FACTS §5. The paper trained on conversational data with the loss over the whole sequence; our datasets are
 # prompt/completion, so the paper preset turns completion-only loss off to keep the prompt in the loss as well.
-SFT_PRESETS: dict[str, dict[str, Any]] = {
+SFT_PRESETS: Registry[dict[str, Any]] = Registry("SFT preset", {
     "paper": {
         "num_train_epochs": 3,
         "learning_rate": 5e-5,
@@ -62,10 +64,10 @@ SFT_PRESETS: dict[str, dict[str, Any]] = {
         "logging_steps": 1,
         "save_strategy": "no",
     },
-}
+})
 
 # PAPER_FACTS §6. The per-device batch is not stated in the paper: one group of 14 completions per device per step.
-GRPO_PRESETS: dict[str, dict[str, Any]] = {
+GRPO_PRESETS: Registry[dict[str, Any]] = Registry("GRPO preset", {
     "paper": {
         "num_train_epochs": 1,
         "learning_rate": 1e-6,
@@ -113,7 +115,7 @@ GRPO_PRESETS: dict[str, dict[str, Any]] = {
         "logging_steps": 1,
         "save_strategy": "no",
     },
-}
+})
 
 
 def on_gpu(device: Device = "auto") -> bool:
@@ -145,9 +147,7 @@ def _gradient_accumulation(global_batch_size: int, per_device: int, n_processes:
     return global_batch_size // per_step
 
 
-def _merge(presets: Mapping[str, Mapping[str, Any]], preset: str, device: Device, overrides: Mapping[str, Any]) -> dict:
-    if preset not in presets:
-        raise ValueError(f"preset={preset!r}: expected one of {', '.join(presets)}")
+def _merge(presets: Registry[dict[str, Any]], preset: str, device: Device, overrides: Mapping[str, Any]) -> dict:
     merged = {**presets[preset], **device_flags(device), **overrides}
     global_batch = merged.pop("global_batch_size", None)
     if global_batch is not None and "gradient_accumulation_steps" not in overrides:

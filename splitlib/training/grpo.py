@@ -19,14 +19,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from trl import GRPOTrainer
 
 from splitlib import prompts, rewards
+from splitlib.backends.hf import HFBackend
+from splitlib.registry import Registry
 from splitlib.training.configs import grpo_config, train_and_save
-from splitlib.training.rollout import OffloadRollout, RolloutProblem
+from splitlib.training.rollout import OffloadRollout, RolloutProblem, offload_decoder
 from splitlib.training.tokens import require_control_tokens, trl_prompt_text
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["paper", "offload"]
-MODES = ("paper", "offload")
+MODES: Registry[str] = Registry("GRPO mode", {
+    "paper": "the small model alone samples the rollouts (TRL's own generation)",
+    "offload": "rollouts run the cooperative decoder; the frozen big model writes the offloaded spans",
+})
 
 
 def _field(problem: Any, *names: str) -> Any:
@@ -65,8 +70,8 @@ def rollout_problems(problems: Sequence[Any], dataset: Dataset) -> dict[str, Rol
 def reward_functions(names: Sequence[str]) -> list:
     """The registered rewards, looked up by name (``splitlib.rewards``)."""
     if not names:
-        raise ValueError(f"no reward names; pick from {', '.join(rewards.available())}")
-    return [rewards.get_reward(n) for n in names]
+        raise ValueError(f"no reward names; pick from {', '.join(rewards.REWARDS.names())}")
+    return [rewards.REWARDS[n] for n in names]
 
 
 def step_logs(log_history: Sequence[Mapping[str, Any]], rollout_history: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -96,14 +101,16 @@ def build_offload_rollout(
     rollout_params: Mapping[str, Any],
     run_seed: int,
 ) -> OffloadRollout:
-    """The offload ``rollout_func``: the engine with the frozen big model in ``big_dir``."""
-    from splitlib.training.engine import engine_decode_fn  # the decoder is only needed in offload mode
+    """The offload ``rollout_func``: the decoder service with the frozen big model in ``big_dir``.
 
+    ``rollout_params``: keyword arguments of ``splitlib.training.rollout.offload_decoder``, and ``small_backend``
+    (how the live policy is wrapped; default the ``hf`` backend)."""
+    params = dict(rollout_params)
+    small_backend = params.pop("small_backend", HFBackend)
     big_tokenizer = AutoTokenizer.from_pretrained(big_dir)
-    decode_fn = engine_decode_fn(big_dir, **rollout_params)
-    return OffloadRollout(
-        rollout_problems(problems, dataset), decode_fn, _same_tokenizer(tokenizer, big_tokenizer), run_seed=run_seed
-    )
+    decoder, route = offload_decoder(big_dir, **params)
+    return OffloadRollout(rollout_problems(problems, dataset), decoder, route,
+                          _same_tokenizer(tokenizer, big_tokenizer), run_seed=run_seed, small_backend=small_backend)
 
 
 def run_grpo(
@@ -120,12 +127,12 @@ def run_grpo(
     """GRPO from the model in ``model_dir`` (its tokenizer must have the control tokens); saves to ``out_dir``.
 
     ``params``: ``preset`` (paper/toy/smoke), ``device``, ``rollout`` (offload mode: keyword arguments of
-    ``splitlib.training.engine.engine_decode_fn`` — policy, decoder settings) and any ``trl.GRPOConfig`` field.
+    ``splitlib.training.rollout.offload_decoder`` — policy, decoder settings — and ``small_backend``) and any
+    ``trl.GRPOConfig`` field.
     Returns metrics: per-step logs (TRL's rewards per function, completion lengths, loss; in offload mode the
     step's mean offload fraction and accuracy under ``rollout/``), measured wall seconds, steps.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
+    MODES[mode]  # an unknown mode raises UnknownNameError listing the modes
     if mode == "offload" and big_dir is None:
         raise ValueError("mode='offload' needs big_dir (the frozen big model)")
     params = dict(params or {})

@@ -10,24 +10,34 @@ Contract (trl 1.16 ``GRPOTrainer._generate``): ``rollout_func(prompts, trainer)`
 each prompt already repeated ``num_generations`` times, returns one completion per entry as ``prompt_ids``,
 ``completion_ids``, ``logprobs``, optional ``env_mask``; every other key (``traces``, ``offload_fraction``) is
 handed to the reward functions as a per-completion keyword argument.
+
+The decoder is any ``splitlib.decoder_service.DecodeFn`` (``offload_decoder`` builds the real one): each step the
+rollout hands it a route whose small model is the live policy, wrapped in a backend (no reload from disk), and the
+per-(prompt, generation, step) seeds as the engine's problem keys ``f"rollout-{seed}"``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.models import unwrap_model_for_generation
 
 from splitlib import grading, prompts, tags
+from splitlib.backends import Backend
+from splitlib.backends.hf import HFBackend
+from splitlib.decoder_service import DecodeFn, DecoderService, Route
 from splitlib.handoff import encode_text
+from splitlib.sampling import Sampling
+from splitlib.seeds import derive_seed
 from splitlib.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -82,12 +92,6 @@ def completion_from_trace(
 
 
 # -- seeds and log-probabilities --------------------------------------------------------------------------------
-def rollout_seed(run_seed: int, step: int, process: int, question: str, generation: int) -> int:
-    """A 31-bit seed for one (prompt, generation) of one step, stable across runs and machines."""
-    key = f"{run_seed}|{step}|{process}|{generation}|{question}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") & 0x7FFFFFFF
-
-
 def generation_indices(keys: Sequence[str]) -> list[int]:
     """For each entry, how many earlier entries had the same key (TRL repeats each prompt consecutively)."""
     seen: Counter[str] = Counter()
@@ -117,26 +121,29 @@ def policy_logprobs(
 
 
 # -- the engine boundary ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Sampling:
-    """How the small model samples during a rollout (TRL's GRPOConfig values)."""
-
-    temperature: float
-    top_k: int
-    max_new_tokens: int
+SmallBackendFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase], Backend]
 
 
-class DecodeFn(Protocol):
-    """Runs the cooperative decoder for ``questions`` with ``model`` as the small model; one trace per question."""
+def offload_decoder(
+    big_dir: str | Path,
+    policy: str = "split",
+    policy_params: Mapping[str, Any] | None = None,
+    decode: Mapping[str, Any] | None = None,
+    big_backend: str = "hf",
+    big_backend_options: Mapping[str, Any] | None = None,
+) -> tuple[DecoderService, Route]:
+    """The decoder service with the frozen big model in ``big_dir`` loaded now, and the route rollouts decode on
+    (its small model is filled in each step with the live policy).
 
-    def __call__(
-        self,
-        questions: list[str],
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        seeds: list[int],
-        sampling: Sampling,
-    ) -> list[Trace]: ...
+    ``decode``: ``DecodeConfig`` fields other than the sampling ones (chunk size, per-offload cap, take-back rule,
+    ``reference``): temperature and length come from TRL's GRPOConfig, seeds from the rollout. ``big_backend``: a
+    ``load_backend`` kind (``hf``, ``vllm``, ``openai``) with its options.
+    """
+    service = DecoderService({"big": big_dir}, big_kind=big_backend, decode=decode,
+                             backend_opts={"big": dict(big_backend_options or {})})
+    route = Route(policy, small=None, big="big", policy_params=dict(policy_params or {}))
+    service.preload([route])
+    return service, route
 
 
 # -- the rollout function ---------------------------------------------------------------------------------------
@@ -150,19 +157,25 @@ class OffloadRollout:
     """TRL ``rollout_func`` for offload-mode GRPO; ``history`` keeps one stats row per generation step.
 
     ``problems`` maps each dataset prompt text (exactly as TRL passes it) to its question and gold answer.
+    ``route``: the policy and big model to decode with; its small model is, each step, ``small_backend(model,
+    tokenizer)`` around the live policy.
     """
 
     def __init__(
         self,
         problems: Mapping[str, RolloutProblem],
         decode_fn: DecodeFn,
+        route: Route,
         same_tokenizer: bool,
         run_seed: int = 0,
+        small_backend: SmallBackendFactory = HFBackend,
     ) -> None:
         self.problems = dict(problems)
         self.decode_fn = decode_fn
+        self.route = route
         self.same_tokenizer = same_tokenizer
         self.run_seed = run_seed
+        self.small_backend = small_backend
         self.history: list[dict] = []
 
     def _problem(self, prompt: Any) -> RolloutProblem:
@@ -178,18 +191,20 @@ class OffloadRollout:
         questions = [p.question for p in problems]
         process = trainer.accelerator.process_index
         seeds = [
-            rollout_seed(self.run_seed, step, process, q, g)
+            derive_seed(self.run_seed, step, process, g, q)
             for q, g in zip(questions, generation_indices(questions), strict=True)
         ]
         args = trainer.args
-        sampling = Sampling(args.temperature, args.top_k, args.max_completion_length)
+        sampling = Sampling(temperature=args.temperature, top_k=args.top_k)  # top_k: the decoder warns, skips it
         tokenizer = trainer.processing_class
         close_id = tokenizer.convert_tokens_to_ids(tags.CLOSE)
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
             was_training = model.training
             model.eval()
             try:
-                traces = self.decode_fn(questions, model, tokenizer, seeds, sampling)
+                route = dataclasses.replace(self.route, small=self.small_backend(model, tokenizer))
+                traces = self.decode_fn(route, questions, seeds, sampling, args.max_completion_length,
+                                        key_prefix="rollout")
                 prompt_ids = [prompt_token_ids(tokenizer, q) for q in questions]
                 _check_prompt_lengths(prompt_ids, traces)
                 done = [completion_from_trace(t, tokenizer, self.same_tokenizer, close_id) for t in traces]

@@ -1,24 +1,5 @@
-"""The cooperative decoding loop (DESIGN.md, "The cooperative decoding loop"): one loop, policies as parameters.
-
-1. The small model decodes until it writes ``<bigmodel>``, EOS, or the total cap.
-2. On a granted ``<bigmodel>`` the big model catches up on every token it has not seen (its own prompt, tags and
-   hint removed) in one prefill that reuses its KV cache, then decodes a chunk.
-3. The small model reads the chunk in ONE forward pass; the first position where it predicts ``</bigmodel>``
-   (greedy, or P >= a threshold) ends the offload: the rest of the chunk is discarded (both caches rolled back),
-   ``</bigmodel>`` is appended to the small model's context and it resumes.
-4. A per-offload cap closes the span; the total cap ends generation; EOS from either model ends generation.
-5. The result is a ``Trace`` of the generation only (never the prompt).
-
-Bad input, defined: a tag written where the protocol has none (the small model's ``</bigmodel>`` outside a span,
-any tag from the big model, any tag in a random switch) is removed, banned at that position, and recorded in
-``Trace.events``; EOS or the total cap inside a span ends generation and the record closes the span.
-
-The loop is a generator (``_Run.steps``) that yields compute ops (``Decode``/``Score``) and receives their
-results, so ``decode`` runs one problem and ``decode_many`` steps many problems' loops together on batching
-engines. ``reference=True`` replaces the one-pass check by the released code's probes (PAPER_FACTS §2): an
-8-token greedy continuation at every prefix of the chunk, handing back at the first prefix whose continuation
-contains ``</big`` (without the reference bugs).
-"""
+"""The loop itself: one problem's state machine (``ProblemRun.steps``), a generator that yields compute ops
+(``Decode``/``Score``) and receives their results; ``splitlib.decoding`` drives it."""
 
 from __future__ import annotations
 
@@ -26,57 +7,17 @@ import logging
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-from tqdm.auto import tqdm
-
-from splitlib import prompts, tags
-from splitlib.backends.base import GREEDY, Backend, Counters, Decode, Done, Op, Sampling, Score, check_prompt
-from splitlib.handoff import decode_text, encode_text, make_bridge, tag_ids
-from splitlib.policies import Policy, Progress, Turn, derive_seed, make_policy
+from splitlib import tags
+from splitlib.backends.base import Backend, Counters, Decode, Done, Op, Score
+from splitlib.decoding.config import DecodeConfig
+from splitlib.handoff import decode_text, make_bridge, tag_ids
+from splitlib.policies import Policy, Progress, Turn
+from splitlib.sampling import GREEDY, Sampling
+from splitlib.seeds import derive_engine_seed
 from splitlib.trace import Finish, Model, Segment, Trace
 
 log = logging.getLogger(__name__)
-
-Takeback = Literal["greedy", "threshold"]
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    max_new_tokens: int = 16384  # total generated tokens (both models, tags included; the prompt does not count)
-    big_chunk_tokens: int = 64  # big-model tokens per chunk before the small model checks them
-    max_offload_tokens: int = 512  # per-offload cap: the span is closed with a forced </bigmodel>
-    takeback: Takeback = "greedy"  # greedy: argmax is </bigmodel>; threshold: P(</bigmodel>) >= takeback_threshold
-    takeback_threshold: float = 0.5
-    temperature: float = 0.0  # 0 = greedy decoding (both models)
-    top_p: float = 1.0
-    seed: int = 0  # sampling seed of the run; per-problem seeds derive from it
-    reference: bool = False  # released-code check: probe continuations at every prefix of the chunk
-    probe_tokens: int = 8  # reference: tokens per probe continuation
-
-    def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "big_chunk_tokens", "max_offload_tokens", "probe_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive number of tokens")
-        if self.takeback not in ("greedy", "threshold"):
-            raise ValueError(f"takeback={self.takeback!r}: expected 'greedy' or 'threshold'")
-        if not 0 < self.takeback_threshold <= 1:
-            raise ValueError(f"takeback_threshold={self.takeback_threshold}: expected 0 < threshold <= 1")
-        Sampling(self.temperature, self.top_p)  # validates both
-
-    @classmethod
-    def reference_preset(cls, official: bool = True, **overrides) -> DecodeConfig:
-        """The released code: 32-token chunks and a 288-token cap (official results) or 64/576 (code default)."""
-        chunk, cap = (32, 288) if official else (64, 576)
-        return cls(**{"big_chunk_tokens": chunk, "max_offload_tokens": cap, "reference": True, **overrides})
-
-
-@dataclass(frozen=True)
-class RolePrompts:
-    """Ready prompt texts per role (instead of a question)."""
-
-    small: str
-    big: str
 
 
 @dataclass
@@ -92,7 +33,7 @@ class _Seg:
     start: dict[str, Counters] = field(default_factory=dict)
 
 
-class _Run:
+class ProblemRun:
     """One problem's loop state. ``steps()`` is the generator the drivers run."""
 
     def __init__(self, prompt_ids: dict[str, list[int]], backends: dict[str, Backend | None], policy: Policy,
@@ -100,7 +41,8 @@ class _Run:
         self.cfg, self.policy_name, self.prompt_ids = cfg, policy.name, prompt_ids
         self.backends = backends
         self.policy = policy.begin(key)
-        self.sampling = {m: Sampling(cfg.temperature, cfg.top_p, derive_seed(cfg.seed, key, m)) for m in backends}
+        self.sampling = {m: Sampling(cfg.temperature, cfg.top_p, seed=derive_engine_seed(cfg.seed, key, m))
+                         for m in backends}
         self.sessions: dict[str, object] = {}
         tokenizers = {m: b.tokenizer for m, b in backends.items() if b is not None}
         self.tags = {m: tag_ids(t) for m, t in tokenizers.items()}
@@ -318,102 +260,3 @@ class _Run:
             handoffs=self.handoffs, rejected_requests=self.rejected, finish=self.finish, wall_s=wall_s,
             policy=self.policy_name, events=tuple(self.events),
         )
-
-
-# -- public API -------------------------------------------------------------------------------------------
-def _prompt_texts(item, backends: dict[str, Backend | None]) -> dict[str, str]:
-    if isinstance(item, RolePrompts):
-        return {"small": item.small, "big": item.big}
-    question = getattr(item, "question", item)
-    return {m: prompts.build_prompt(b.tokenizer, question, m) for m, b in backends.items() if b is not None}
-
-
-def _key(item) -> str:
-    if isinstance(item, RolePrompts):
-        return item.small
-    return str(getattr(item, "id", None) or getattr(item, "question", item))
-
-
-def _start(item, small: Backend | None, big: Backend | None, policy: Policy | str, cfg: DecodeConfig,
-           key: str | None = None) -> Generator[Op, Done, Trace]:
-    """Check everything that can be checked before decoding, then return the problem's loop."""
-    policy = make_policy(policy) if isinstance(policy, str) else policy
-    given = {"small": small, "big": big}
-    missing = [m for m in policy.models if given[m] is None]
-    if missing:
-        raise ValueError(f"policy {policy.name!r} needs the {' and '.join(missing)} model")
-    backends = {m: given[m] for m in sorted(policy.models)}
-    texts = _prompt_texts(item, backends)
-    prompt_ids = {m: encode_text(b.tokenizer, texts[m]) for m, b in backends.items()}
-    for m, b in backends.items():
-        check_prompt(b, prompt_ids[m], m)
-    if policy.requests and None in (tag_ids(small.tokenizer).open, tag_ids(small.tokenizer).close):
-        raise ValueError(f"the small model's tokenizer must have {tags.OPEN} and {tags.CLOSE} as single tokens "
-                         "(add them as non-special added tokens, see splitlib.toy.tokenizer)")
-    return _Run(prompt_ids, backends, policy, cfg, key or _key(item)).steps()
-
-
-def _drive(loop: Generator[Op, Done, Trace]) -> Trace:
-    """Run one problem's loop, one op at a time."""
-    try:
-        op = next(loop)
-        while True:
-            backend = op.session.backend
-            backend.submit(op)
-            done = []
-            while not done:
-                done = backend.poll()
-            op = loop.send(done[0])
-    except StopIteration as stop:
-        return stop.value
-
-
-def decode(question_or_prompt: str | RolePrompts, small: Backend | None, big: Backend | None,
-           policy: Policy | str = "split", cfg: DecodeConfig = DecodeConfig(), key: str | None = None) -> Trace:
-    """Generate an answer to one question cooperatively; returns the Trace (no I/O)."""
-    return _drive(_start(question_or_prompt, small, big, policy, cfg, key))
-
-
-def decode_many(problems: Sequence, small: Backend | None, big: Backend | None, policy: Policy | str = "split",
-                cfg: DecodeConfig = DecodeConfig(), progress: bool = True) -> list[Trace]:
-    """Decode many problems (questions, ``RolePrompts`` or objects with ``.question``/``.id``), in order.
-
-    On engines that batch (vLLM, a server) every active problem's next op runs in the same engine steps;
-    otherwise (transformers) problems run one after another."""
-    loops = [_start(p, small, big, policy, cfg) for p in problems]
-    backends = [b for b in {id(b): b for b in (small, big) if b is not None}.values()]
-    bar = tqdm(total=len(loops), desc="decode", disable=not progress)
-    try:
-        if all(b.concurrent for b in backends):
-            return _drive_together(loops, backends, bar)
-        traces = []
-        for loop in loops:
-            traces.append(_drive(loop))
-            bar.update(1)
-        return traces
-    finally:
-        bar.close()
-
-
-def _drive_together(loops: list, backends: list[Backend], bar) -> list[Trace]:
-    """Step every problem's loop; each poll advances all ops in flight on an engine."""
-    traces: list[Trace | None] = [None] * len(loops)
-    waiting: dict[int, int] = {}
-
-    def advance(i: int, done: Done | None) -> None:
-        try:
-            op = loops[i].send(done)
-        except StopIteration as stop:
-            traces[i] = stop.value
-            bar.update(1)
-            return
-        waiting[id(op)] = i
-        op.session.backend.submit(op)
-
-    for i in range(len(loops)):
-        advance(i, None)
-    while waiting:
-        for backend in backends:
-            for done in backend.poll():
-                advance(waiting.pop(id(done.op)), done)
-    return traces

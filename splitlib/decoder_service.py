@@ -1,0 +1,139 @@
+"""The one adapter between ``splitlib.decoding.decode_many`` and its users: evaluation, GRPO rollouts, reports.
+
+A ``DecoderService`` turns "decode these questions with this policy on these models" into ``decode_many`` calls:
+
+- it loads a backend once per (engine kind, model) and keeps it; a ready ``Backend`` may stand in for a model
+  reference (rollouts hand in the live policy that way, wrapped anew each step);
+- ``preload`` loads what a list of routes needs before the first timed call, so loading is not timed as decoding;
+- ``decode`` settings (chunk size, per-offload cap, take-back rule, reference mode) are fixed for the service and
+  checked once by ``check_decode_settings``: sampling settings never belong there, they come with each call;
+- each question's seed becomes the engine's problem key ``f"{key_prefix}-{seed}"``, from which the engine derives
+  every random choice (sampling and policy), so one item reruns identically in any batch. Evaluation uses the
+  prefix ``seed``, rollouts ``rollout``: the keys the recorded runs were decoded with.
+
+A service is a ``DecodeFn``; the evaluation runner and the rollout function take any ``DecodeFn`` (tests hand in
+scripted ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from splitlib.sampling import Sampling
+from splitlib.trace import Trace
+
+log = logging.getLogger(__name__)
+
+# DecodeConfig fields that come with each call (the protocol's or GRPO config's sampling, the per-item seeds)
+SAMPLING_FIELDS = ("max_new_tokens", "temperature", "top_p", "seed")
+
+
+def check_decode_settings(decode: Mapping[str, Any]) -> dict[str, Any]:
+    """``decode`` as a dict, refused when it carries sampling settings (those come with each call)."""
+    clash = sorted(set(decode) & set(SAMPLING_FIELDS))
+    if clash:
+        raise ValueError(f"decode settings {clash} are sampling settings: they come from the evaluation protocol or "
+                         "the GRPO config, and the seeds per problem; leave them out of 'decode'")
+    return dict(decode)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A policy and its models: references (a key of the service's model table, a directory, a hub id) or ready
+    backends. ``splitlib.evaluate.Method`` has the same four fields and is used as a route as it is."""
+
+    policy: str  # a splitlib.policies name
+    small: Any  # str | Backend | None
+    big: Any = None  # str | Backend | None; None where the policy never calls it
+    policy_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DecodeFn(Protocol):
+    """Decodes ``questions`` with ``route``'s policy and models, one trace per question, in the given order;
+    ``seeds[i]`` keys every random choice for question i (as ``f"{key_prefix}-{seeds[i]}"``).
+
+    A decoder may carry a JSON-able ``settings`` attribute (engine, chunk size, model directories, ...): the
+    evaluation records it in every row under ``decoder``; and a ``preload(routes)`` method that the evaluation calls
+    before its first timed batch.
+    """
+
+    def __call__(self, route: Route, questions: list[str], seeds: list[int], sampling: Sampling,
+                 max_new_tokens: int, key_prefix: str = "seed") -> list[Trace]: ...
+
+
+@dataclass(frozen=True)
+class _Item:
+    """What ``decoding.decode_many`` reads: the question, and ``id`` as the key of all its randomness."""
+
+    id: str
+    question: str
+
+
+class DecoderService:
+    """A ``DecodeFn`` over ``splitlib.decoding.decode_many``; backends are loaded once per model and kept.
+
+    ``model_dirs`` maps model keys ("base", "sft", "grpo", "big") to directories or hub ids; a reference not in it
+    is used as a directory or hub id itself. ``kind``/``big_kind``: ``load_backend`` kinds of the small and big
+    roles; ``backend_opts``: loader options per model key. ``decode``: the other ``DecodeConfig`` fields.
+    """
+
+    def __init__(self, model_dirs: Mapping[str, str | Path] | None = None, kind: str = "hf",
+                 big_kind: str | None = None, decode: Mapping[str, Any] | None = None,
+                 backend_opts: Mapping[str, Mapping[str, Any]] | None = None, progress: bool = False) -> None:
+        self.model_dirs = {k: str(v) for k, v in (model_dirs or {}).items()}
+        self.kinds = {"small": kind, "big": big_kind or kind}
+        self.decode = check_decode_settings(decode or {})
+        self.backend_opts = {k: dict(v) for k, v in (backend_opts or {}).items()}  # per model key
+        self.progress = progress  # decode_many's progress bar
+        self._loaded: dict[tuple[str, str], Any] = {}
+        self._warned_top_k = False
+
+    @property
+    def settings(self) -> dict:
+        return {"engine": "splitlib.decoding", "kinds": self.kinds, "decode": self.decode,
+                "model_dirs": self.model_dirs}
+
+    def backend(self, role: str, ref: Any) -> Any:
+        """The backend for ``ref`` in ``role`` ("small"/"big"): loaded on first use, or ``ref`` itself when it is a
+        ready backend; None for None."""
+        if ref is None or not isinstance(ref, str | Path):
+            return ref
+        from splitlib.backends import load_backend
+
+        target = self.model_dirs.get(str(ref), str(ref))
+        key = (self.kinds[role], target)
+        if key not in self._loaded:
+            log.info("loading the %s backend for %s (%s)", self.kinds[role], ref, target)
+            self._loaded[key] = load_backend(self.kinds[role], target, **self.backend_opts.get(str(ref), {}))
+        return self._loaded[key]
+
+    def preload(self, routes: Sequence[Route]) -> None:
+        """Load every backend ``routes`` use now, so that loading is not timed as decoding."""
+        from splitlib.policies import POLICIES
+
+        for r in routes:
+            uses = POLICIES[r.policy].models if r.policy in POLICIES else {"small", "big"}
+            for role in ("small", "big"):
+                if role in uses:
+                    self.backend(role, getattr(r, role))
+
+    def __call__(self, route: Route, questions: list[str], seeds: list[int], sampling: Sampling,
+                 max_new_tokens: int, key_prefix: str = "seed") -> list[Trace]:
+        from splitlib.decoding import DecodeConfig, decode_many
+        from splitlib.policies import make_policy
+
+        if sampling.top_k and not self._warned_top_k:
+            log.warning("top_k=%d is not applied: the decoder samples with temperature (and top_p) only",
+                        sampling.top_k)
+            self._warned_top_k = True
+        policy = make_policy(route.policy, **route.policy_params)
+        small = self.backend("small", route.small) if "small" in policy.models else None
+        big = self.backend("big", route.big) if "big" in policy.models else None
+        cfg = DecodeConfig(max_new_tokens=max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+                           seed=sampling.seed, **self.decode)
+        items = [_Item(id=f"{key_prefix}-{seed}", question=q) for q, seed in zip(questions, seeds, strict=True)]
+        return decode_many(items, small, big, policy, cfg, progress=self.progress)

@@ -1,0 +1,118 @@
+"""splitlib.decoder_service: the one adapter between decode_many and evaluation, rollouts and reports — backends
+loaded once and kept, ready backends in place of references, sampling settings kept out of ``decode``, and each
+item's seed as the engine's problem key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from splitlib import evaluate as ev
+from splitlib import notebook_params as nbp
+from splitlib.backends import load_backend
+from splitlib.decoder_service import SAMPLING_FIELDS, DecoderService, Route, check_decode_settings
+from splitlib.decoding import DecodeConfig, decode
+from splitlib.evaluate import Method
+from splitlib.params import ParamError
+from splitlib.policies import make_policy
+from splitlib.sampling import Sampling
+from splitlib.toy.world import generate
+from splitlib.trace import Trace
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- decode settings ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SAMPLING_FIELDS)
+def test_sampling_settings_are_refused_in_decode(name):
+    with pytest.raises(ValueError, match=f"'{name}'.*leave them out of 'decode'"):
+        check_decode_settings({"big_chunk_tokens": 4, name: 1})
+    with pytest.raises(ValueError, match=name):
+        DecoderService(decode={name: 1})
+
+
+def test_other_decode_settings_pass_as_a_copy():
+    settings = {"big_chunk_tokens": 4, "takeback": "threshold"}
+    checked = check_decode_settings(settings)
+    assert checked == settings and checked is not settings
+
+
+def test_the_evaluation_schema_refuses_sampling_settings_in_decode_by_key():
+    with pytest.raises(ParamError, match=r"parameter decode=\{'top_p': 0.9\}: expected no sampling settings"):
+        nbp.load_yaml("05_evaluate", REPO / "params" / "smoke" / "05_evaluate.yaml", {"decode": {"top_p": 0.9}})
+
+
+# -- backends -------------------------------------------------------------------------------------------------------
+def test_preload_loads_only_what_each_policy_uses():
+    loaded = []
+    service = DecoderService({"base": "b", "big": "B"})
+    service.backend = lambda role, ref: loaded.append((role, ref))  # record instead of loading
+    service.preload([Method("s", policy="small_only", small="base", big="big"),
+                     Route("big_only", small=None, big="big")])
+    assert loaded == [("small", "base"), ("big", "big")]
+
+
+def test_a_ready_backend_stands_in_for_a_reference_and_none_stays_none():
+    service = DecoderService()
+    ready = object()
+    assert service.backend("small", ready) is ready and service.backend("big", None) is None
+    assert service._loaded == {}
+
+
+# -- decoding on tiny random models ---------------------------------------------------------------------------------
+def test_each_item_is_decoded_under_the_key_prefix_and_its_seed(tiny_model_dirs):
+    small = load_backend("hf", str(tiny_model_dirs["small"]))
+    big = load_backend("hf", str(tiny_model_dirs["big"]))
+    question = generate(1, seed=3)[0].question
+    service = DecoderService(decode={"big_chunk_tokens": 4})
+    route = Route("random_switch", small=small, big=big, policy_params={"ratio": 1, "chunk": 4})
+    sampling = Sampling(temperature=1.0)
+    for prefix in ("seed", "rollout"):
+        (trace,) = service(route, [question], [11], sampling, 12, key_prefix=prefix)
+        cfg = DecodeConfig(max_new_tokens=12, temperature=1.0, big_chunk_tokens=4)
+        alone = decode(question, small, big, make_policy("random_switch", ratio=1, chunk=4), cfg, key=f"{prefix}-11")
+        assert trace.text == alone.text and [s.model for s in trace.segments] == [s.model for s in alone.segments]
+
+
+def test_top_k_is_not_applied_and_says_so_once(tiny_model_dirs, caplog):
+    service = DecoderService({"small": tiny_model_dirs["small"]})
+    route = Route("small_only", small="small")
+    with caplog.at_level("WARNING", logger="splitlib.decoder_service"):
+        plain = service(route, ["1 + 1"], [0], Sampling(temperature=1.0), 6)
+        for _ in range(2):
+            assert [t.text for t in service(route, ["1 + 1"], [0], Sampling(temperature=1.0, top_k=5), 6)] == [
+                plain[0].text]
+    assert caplog.text.count("top_k=5 is not applied") == 1
+
+
+def test_evaluation_runs_every_policy_and_reruns_a_subset_identically(tiny_model_dirs, tmp_path):
+    problems = [{"id": p.id, "question": p.question, "answer": p.answer} for p in generate(2, seed=5)]
+    methods = [
+        Method("small", policy="small_only", small="small"),
+        Method("big", policy="big_only", small=None, big="big"),
+        Method("split", policy="split", small="small", big="big", policy_params={"max_offload_fraction": 0.5}),
+        Method("random", policy="random_switch", small="small", big="big", policy_params={"ratio": 1, "chunk": 4}),
+    ]
+    protocol = ev.make_protocol("deepseek", samples=2, max_new_tokens=12)
+    service = DecoderService(tiny_model_dirs, kind="hf", decode={"big_chunk_tokens": 4})
+    rows = ev.evaluate(methods, problems, protocol, service, tmp_path / "all.jsonl", progress=False, batch_size=3)
+    assert len(rows) == 4 * 2 * 2
+    for row in rows:
+        trace = Trace.from_json(row["trace"])
+        assert trace.text == row["generation"] and trace.total_tokens <= 12
+        if row["method"] == "small":
+            assert row["tokens_big"] == 0
+        if row["method"] == "big":
+            assert row["tokens_small"] == 0
+    assert rows[0]["decoder"] == {"engine": "splitlib.decoding", "kinds": {"small": "hf", "big": "hf"},
+                                  "decode": {"big_chunk_tokens": 4},
+                                  "model_dirs": {k: str(v) for k, v in tiny_model_dirs.items()}}
+    assert any(0 < r["offload_token_fraction"] < 1 for r in rows if r["method"] == "random")
+    assert len(service._loaded) == 2  # each model loaded once
+
+    fresh = DecoderService(tiny_model_dirs, kind="hf", decode={"big_chunk_tokens": 4})
+    again = ev.evaluate(methods[3:], problems[1:], protocol, fresh, tmp_path / "one.jsonl", progress=False)
+    before = {(r["method"], r["problem_id"], r["sample"]): r["generation"] for r in rows}
+    assert [r["generation"] for r in again] == [before[("random", r["problem_id"], r["sample"])] for r in again]
+    assert len({r["generation"] for r in rows if r["method"] == "random"}) > 1  # samples differ (T = 0.6)
