@@ -11,6 +11,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from splitlib.evaluate import accuracy_vs_offload
 from splitlib.hardware import HardwareProfile
 from splitlib.simulator import TABLE_BIGS, sweep
 
@@ -104,4 +105,16 @@ def sim_vs_measured(df: pd.DataFrame, hue: str | None = None) -> Figure:
     ax.plot([0, hi], [0, hi], color="grey", linestyle="--", linewidth=1, label="y = x")
     ax.set(xlim=(0, hi), ylim=(0, hi), xlabel="measured wall s", ylabel="simulated s",
            title=f"|relative error|: median {errors['median']:.1%}, p90 {errors['p90']:.1%}")
+    return fig
+
+
+def accuracy_vs_offload_at(table: pd.DataFrame, target: float, offload: str = "offload_token_fraction") -> Figure:
+    """``evaluate.accuracy_vs_offload`` of every method, larger, with a dotted line at the ``target`` offload (the
+    learned method's) and a compact legend: the results figure of notebook 05."""
+    fig = accuracy_vs_offload(table, offload=offload)
+    fig.set_size_inches(8, 5)
+    ax = fig.axes[0]
+    ax.axvline(100 * target, color="0.7", linestyle=":", linewidth=1)
+    ax.set_title("accuracy vs offload (grey lines: sweeps; dotted: the learned method's offload)")
+    ax.legend(fontsize="x-small", ncol=2)
     return fig

@@ -4,6 +4,9 @@ Batch 1, the same calls the decoding loop makes: a prefill is one ``extend`` + t
 op; decoding is one token per call. Prefill time is fitted as ``call_s + tokens / rate`` from two prefill sizes
 at each context; decode time per token is measured directly (its per-call cost is inside the rate, so
 ``decode_call_s`` stays 0). Token ids are drawn from the vocabulary with a seeded RNG.
+
+``measure_with_timing`` alternates profiling with timed runs on a shared machine and keeps both on disk, reused
+while the settings that made them are unchanged.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import logging
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
+from splitlib import runs
 from splitlib.backends.base import Backend, Decode, Score, run_ops
 from splitlib.hardware import HardwareProfile, ModelThroughput
 
@@ -131,3 +138,57 @@ def mean_profile(profiles: Sequence[HardwareProfile], name: str | None = None) -
     first = profiles[0]
     return HardwareProfile(name or first.name, first.device, models, first.source,
                            {**first.meta, "rounds": len(profiles)})
+
+
+# -- a measured profile and the timed runs measured with it, kept on disk ----------------------------------------
+@dataclass(frozen=True)
+class TimedProfile:
+    """The mean measured profile (``profile.json``), the profile of each round (``profile_rounds.json``), the
+    timing files written between the rounds (``timing_<i>.jsonl``), and whether all of it was reused."""
+
+    profile: HardwareProfile
+    round_profiles: list[HardwareProfile]
+    timing_paths: list[Path]
+    reused: bool
+
+
+def measure_with_timing(directory: str | Path, settings: Mapping[str, Any],
+                        backends: Callable[[], dict[str, Backend]], time_pass: Callable[[Path, int], object],
+                        n_items: int, *, name: str, device: str, rounds: int, timing_runs: int = 1,
+                        progress: bool = True, **measure_kwargs: Any) -> TimedProfile:
+    """A profile measured in ``rounds`` rounds per timing pass, alternating with the timed runs, or the saved one.
+
+    With the same ``settings`` as saved in ``directory`` (``profile_settings.json``), the saved profile and its
+    rounds are reused with the timing files beside them. Otherwise those timing files are deleted (timed rows
+    belong to the profiles measured with them), ``backends()`` is called, and ``rounds * timing_runs`` times a
+    profile is measured, then ``time_pass(timing_path, n)`` runs: pass ``j // rounds`` covers the first ``n`` of
+    ``n_items`` items, ``n`` growing by one ``rounds``-th each round (a resumable run only adds the new items).
+    The mean profile records ``settings`` in its ``meta``. ``measure_kwargs`` go to ``measure_throughput``.
+    """
+    d = Path(directory)
+    profile_path = d / "profile.json"
+    timing_paths = [d / f"timing_{i}.jsonl" for i in range(timing_runs)]
+    ends = [(k + 1) * n_items // rounds for k in range(rounds)]
+    built: dict[str, Any] = {}
+
+    def build() -> list[dict]:
+        for path in timing_paths:
+            path.unlink(missing_ok=True)
+
+        def time_slice(j: int) -> None:  # pass j // rounds over the items of round j % rounds
+            time_pass(timing_paths[j // rounds], ends[j % rounds])
+
+        profiles = measure_interleaved(backends(), name, device, rounds * timing_runs, time_slice, progress=progress,
+                                       **measure_kwargs)
+        mean = mean_profile(profiles)
+        measured = HardwareProfile(mean.name, mean.device, mean.models, mean.source, {**mean.meta, "settings": settings})
+        measured.save(profile_path)
+        built.update(profile=measured, rounds=profiles)
+        return [p.to_json() for p in profiles]
+
+    saved_rounds, reused = runs.reuse_or_build(d, settings, build, result="profile_rounds.json",
+                                               settings_file="profile_settings.json", requires=["profile.json"])
+    if reused:
+        return TimedProfile(HardwareProfile.load(profile_path), [HardwareProfile.from_json(p) for p in saved_rounds],
+                            timing_paths, True)
+    return TimedProfile(built["profile"], built["rounds"], timing_paths, False)

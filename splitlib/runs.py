@@ -1,4 +1,4 @@
-"""Run directories, manifests and crash-safe file writes.
+"""Run directories, manifests, crash-safe file writes, and reuse of expensive results whose settings are unchanged.
 
 Every write is atomic (temp file + fsync + rename) or an fsync'd append of whole JSONL lines; a torn last
 line left by a killed process is ignored on read and cut off before the next append, so a resumed run has
@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,50 @@ def done_keys(path: str | Path, key: str | tuple[str, ...]) -> set:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# reuse what was built with the same settings
+def _plain(settings: Mapping[str, Any]) -> dict:
+    """``settings`` as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def saved_settings_match(settings_path: str | Path, settings: Mapping[str, Any],
+                         requires: Iterable[str | Path] = ()) -> bool:
+    """True when ``settings_path`` records exactly ``settings`` (compared as JSON) and every path in ``requires``
+    exists (e.g. the ``config.json`` of the model those settings made)."""
+    p = Path(settings_path)
+    if not p.exists() or not all(Path(r).exists() for r in requires):
+        return False
+    return json.loads(p.read_text()) == _plain(settings)
+
+
+def save_settings(settings_path: str | Path, settings: Mapping[str, Any]) -> Path:
+    """Record the settings that made a result (atomic; written after the result itself, so that a run killed
+    half-way never leaves settings that vouch for a missing or partial result)."""
+    return atomic_write_json(settings_path, _plain(settings))
+
+
+def reuse_or_build(directory: str | Path, settings: Mapping[str, Any], build: Callable[[], Any], *,
+                   result: str = "result.json", settings_file: str = "settings.json",
+                   requires: Sequence[str] = ()) -> tuple[Any, bool]:
+    """The JSON result saved in ``directory`` when its settings file records exactly ``settings``, else ``build()``.
+
+    Reuse needs ``<directory>/<settings_file>`` equal to ``settings``, ``<directory>/<result>`` and every
+    ``<directory>/<path>`` of ``requires`` (what ``build`` leaves beside its result, e.g. ``model/config.json``).
+    Otherwise ``build()`` runs (it may write those files itself), its JSON-able return value is written to
+    ``<result>``, and the settings last. Returns ``(result, reused)``.
+    """
+    d = Path(directory)
+    result_path, settings_path = d / result, d / settings_file
+    if saved_settings_match(settings_path, settings, [result_path, *(d / r for r in requires)]):
+        log.info("reusing %s (same settings as %s)", result_path, settings_path)
+        return json.loads(result_path.read_text()), True
+    value = build()
+    atomic_write_json(result_path, value)
+    save_settings(settings_path, settings)
+    return value, False
+
+
+# ---------------------------------------------------------------------------------------------------------
 # run directories and manifests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,8 +204,9 @@ def git_state(repo: str | Path | None = None) -> dict:
 
     cwd = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=cwd, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], check=False, cwd=cwd, capture_output=True, text=True,
+                                timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
     if commit.returncode != 0:
@@ -214,8 +259,8 @@ def _gpus() -> list[str]:
 
 def write_step_manifest(directory: str | Path, notebook: str, params: dict, extra: dict | None = None) -> Path:
     """``<directory>/manifest.json`` for one notebook's outputs: environment, parameters, anything extra."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
-    body = {"notebook": notebook, "written_at": datetime.now(timezone.utc).isoformat(), "params": params,
+    body = {"notebook": notebook, "written_at": datetime.now(UTC).isoformat(), "params": params,
             **environment_info(), **(extra or {})}
     return atomic_write_json(Path(directory) / "manifest.json", body)

@@ -86,3 +86,17 @@ def test_measure_interleaved_alternates_profiles_and_timed_work(tiny_model_dirs)
     assert [c for c, _ in profiles[0].model("big").decode_curve] == [8.0, 16.0]
     with pytest.raises(ValueError, match="rounds=0"):
         measure_interleaved(backends, "tiny", "cpu", rounds=0, between=calls.append)
+
+
+def test_accuracy_vs_offload_at_marks_the_target_offload():
+    table = pd.DataFrame([
+        {"method": "small only", "accuracy": 0.2, "ci_low": 0.1, "ci_high": 0.3, "offload_token_fraction": 0.0,
+         "sweep": None},
+        {"method": "learned", "accuracy": 0.8, "ci_low": 0.7, "ci_high": 0.9, "offload_token_fraction": 0.12,
+         "sweep": None}])
+    fig = plots.accuracy_vs_offload_at(table, 0.12)
+    (ax,) = fig.axes
+    assert tuple(fig.get_size_inches()) == (8, 5) and "dotted" in ax.get_title()
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert len(dotted) == 1 and list(dotted[0].get_xdata()) == [12.0, 12.0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["small only", "learned"]

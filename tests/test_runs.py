@@ -1,4 +1,5 @@
-"""splitlib.runs: atomic writes, crash-safe JSONL appends and resume keys, missing-input errors, manifests."""
+"""splitlib.runs: atomic writes, crash-safe JSONL appends and resume keys, missing-input errors, manifests, reuse of
+results built with the same settings."""
 
 from __future__ import annotations
 
@@ -224,3 +225,60 @@ def test_step_manifest_records_notebook_params_time_environment_and_extras(tmp_p
     assert set(body) >= {"git", "versions", "hardware"}
     assert "sk-test-never-in-outputs-123" not in path.read_text()
     assert leftovers(path.parent) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reuse what was built with the same settings
+def test_saved_settings_match_only_with_what_it_requires_and_equal_settings(tmp_path):
+    model_config, path = tmp_path / "model" / "config.json", tmp_path / "train_settings.json"
+    settings = {"lr": 0.001, "rewards": ("a", "b"), "nested": {"x": 1}}
+    runs.save_settings(path, settings)
+    assert not runs.saved_settings_match(path, settings, [model_config])  # no model saved yet
+    runs.atomic_write_text(model_config, "{}")
+    assert runs.saved_settings_match(path, settings, [model_config])  # tuples and lists compare equal through JSON
+    assert not runs.saved_settings_match(path, {**settings, "lr": 0.002}, [model_config])
+    assert not runs.saved_settings_match(tmp_path / "absent.json", settings)
+    assert json.loads(path.read_text())["rewards"] == ["a", "b"]
+
+
+class Builder:
+    """A build function that counts its calls and leaves a file beside its result, like a trained model."""
+
+    def __init__(self, directory: Path, value: dict):
+        self.directory, self.value, self.calls = directory, value, 0
+
+    def __call__(self) -> dict:
+        self.calls += 1
+        runs.atomic_write_text(self.directory / "model" / "config.json", "{}")
+        return self.value
+
+
+def test_reuse_or_build_builds_once_then_reuses_while_the_settings_are_unchanged(tmp_path):
+    build = Builder(tmp_path, {"steps": 3, "curve": (1, 2)})
+    kwargs = {"result": "train_metrics.json", "settings_file": "train_settings.json", "requires": ["model/config.json"]}
+    first, reused = runs.reuse_or_build(tmp_path, {"lr": 1}, build, **kwargs)
+    assert (first, reused, build.calls) == ({"steps": 3, "curve": (1, 2)}, False, 1)
+    assert json.loads((tmp_path / "train_settings.json").read_text()) == {"lr": 1}
+    again, reused = runs.reuse_or_build(tmp_path, {"lr": 1}, build, **kwargs)
+    assert (again, reused, build.calls) == ({"steps": 3, "curve": [1, 2]}, True, 1)  # read back from JSON
+    _, reused = runs.reuse_or_build(tmp_path, {"lr": 2}, build, **kwargs)
+    assert (reused, build.calls) == (False, 2)
+    assert json.loads((tmp_path / "train_settings.json").read_text()) == {"lr": 2}
+
+
+@pytest.mark.parametrize("lost", ["result.json", "model/config.json"])
+def test_reuse_or_build_rebuilds_when_the_result_or_a_required_file_is_gone(tmp_path, lost):
+    build = Builder(tmp_path, {"x": 1})
+    runs.reuse_or_build(tmp_path, {"s": 1}, build, requires=["model/config.json"])
+    (tmp_path / lost).unlink()
+    _, reused = runs.reuse_or_build(tmp_path, {"s": 1}, build, requires=["model/config.json"])
+    assert (reused, build.calls) == (False, 2)
+
+
+def test_reuse_or_build_writes_no_settings_when_the_build_fails(tmp_path):
+    def boom():
+        raise RuntimeError("killed half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        runs.reuse_or_build(tmp_path, {"s": 1}, boom)
+    assert not (tmp_path / "settings.json").exists() and not (tmp_path / "result.json").exists()

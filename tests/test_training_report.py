@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 
 import pandas as pd
@@ -58,19 +57,7 @@ def test_weights_changed_needs_safetensors(tmp_path) -> None:
         report.weights_changed(tmp_path, tmp_path)
 
 
-# -- reuse of trained models ------------------------------------------------------------------------------------
-def test_saved_settings_match_only_with_a_model_and_equal_settings(tmp_path) -> None:
-    model_dir, path = tmp_path / "model", tmp_path / "train_settings.json"
-    settings = {"lr": 0.001, "rewards": ("a", "b"), "nested": {"x": 1}}
-    report.save_settings(path, settings)
-    assert not report.saved_settings_match(model_dir, path, settings)  # no model saved yet
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text("{}")
-    assert report.saved_settings_match(model_dir, path, settings)  # tuples and lists compare equal through JSON
-    assert not report.saved_settings_match(model_dir, path, {**settings, "lr": 0.002})
-    assert json.loads(path.read_text())["rewards"] == ["a", "b"]
-
-
+# -- fingerprints of what a model was trained from ---------------------------------------------------------
 def test_fingerprint_follows_file_bytes_and_model_weights(tmp_path) -> None:
     f = tmp_path / "annotated.jsonl"
     f.write_text('{"id": 1}\n')
@@ -145,5 +132,31 @@ def test_curve_summary_means_first_and_last_share_and_none_for_missing() -> None
 
 # -- the metric reward ------------------------------------------------------------------------------------------
 def test_tagged_char_fraction_measures_the_untagged_share_inside_spans() -> None:
-    fn = rewards.get_reward("tagged_char_fraction")
+    fn = rewards.REWARDS["tagged_char_fraction"]
     assert fn([tagged("abcdefghij", 0, 2), "abcdefghij", "ab<bigmodel>cd"]) == [0.2, 0.0, 0.0]
+
+
+# -- generation records and their tag usage ----------------------------------------------------------------------
+def test_generation_records_check_tags_and_grade_each_generation() -> None:
+    problem = {"id": PROBLEM.id, "answer": PROBLEM.answer}
+    spanned = tagged(TOY_TRACE, BONUS, BONUS_END)
+    generations = [spanned, TOY_TRACE, "</bigmodel> no answer"]
+    records = report.generation_records([problem] * 3, generations)
+    assert [r["balanced"] for r in records] == [True, True, False]
+    assert [r["n_tags"] for r in records] == [1, 0, 0]
+    assert [r["correct"] for r in records] == [True, True, False]
+    assert records[0]["offload_char_fraction"] == pytest.approx(tags.offload_char_fraction(spanned))
+    assert records[2]["offload_char_fraction"] is None and records[0]["generation"] == spanned
+    with pytest.raises(ValueError):
+        report.generation_records([problem], generations)  # one problem per generation
+
+
+def test_tag_usage_summary_adds_spans_accuracy_and_toy_alignment() -> None:
+    problem = {"id": PROBLEM.id, "answer": PROBLEM.answer}
+    records = report.generation_records([problem] * 2, [tagged(TOY_TRACE, BONUS, BONUS_END), TOY_TRACE])
+    usage = report.tag_usage_summary(records)
+    assert usage["n"] == 2 and usage["balanced_fraction"] == 1.0
+    assert usage["balanced_with_tags_fraction"] == 0.5 and usage["accuracy_small_alone"] == 1.0
+    assert "toy_alignment" not in usage
+    toy = report.tag_usage_summary(records, toy=True)["toy_alignment"]
+    assert toy == report.toy_tag_alignment([r["generation"] for r in records])

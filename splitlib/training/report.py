@@ -2,10 +2,10 @@
 
 - ``weights_changed``: did training move the trainable weights (max |Δ| per tensor, read from the safetensors
   files one tensor at a time, so two 1.5B checkpoints never sit in memory together);
-- ``fingerprint`` / ``content_fingerprint`` / ``saved_settings_match`` / ``save_settings``: reuse a trained model when the settings that
-  made it are unchanged (a settings JSON next to the model folder);
+- ``fingerprint`` / ``content_fingerprint``: identify the inputs a model was trained from, so that
+  ``splitlib.runs.reuse_or_build`` reuses it while they and the settings are unchanged;
 - ``small_only_generations``: generations of the small model alone with the tags kept in the text (tag usage,
-  the paper's Figure 8);
+  the paper's Figure 8); ``generation_records`` / ``tag_usage_summary``: each one's tags and grade, and the totals;
 - ``toy_tag_alignment``: in the toy world, whether generated spans sit on the hard steps (the bonus clauses);
 - ``grpo_curves`` / ``curve_summary``: reward, offload fraction and accuracy per GRPO step, from ``run_grpo``'s
   step logs, in either rollout mode, and their means early and late in training.
@@ -23,8 +23,6 @@ from typing import Any, Literal
 import pandas as pd
 import torch
 from safetensors import safe_open
-
-from splitlib import runs
 
 Engine = Literal["generate", "hf", "vllm"]
 
@@ -44,7 +42,7 @@ def _tensor_files(model_dir: str | Path) -> dict[str, Path]:
     where: dict[str, Path] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as st:
-            where.update({k: f for k in st.keys()})
+            where.update(dict.fromkeys(st.keys(), f))
     return where
 
 
@@ -87,7 +85,7 @@ def weights_changed(dir_a: str | Path, dir_b: str | Path) -> dict[str, Any]:
     }
 
 
-# -- reuse a trained model when nothing changed -------------------------------------------------------------------
+# -- identify what a model was trained from ----------------------------------------------------------------------
 def fingerprint(path: str | Path) -> str:
     """sha256 (first 16 hex digits) of a file's bytes, or of a model folder's ``config.json`` and weight files:
     identifies an input such as ``annotated.jsonl`` or the model a run started from."""
@@ -107,23 +105,6 @@ def fingerprint(path: str | Path) -> str:
 def content_fingerprint(obj: Any) -> str:
     """sha256 (first 16 hex digits) of a JSON-able value, e.g. the problems a run trains on."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _plain(settings: Mapping[str, Any]) -> dict:
-    return json.loads(json.dumps(settings, sort_keys=True, default=str))
-
-
-def saved_settings_match(model_dir: str | Path, settings_path: str | Path, settings: Mapping[str, Any]) -> bool:
-    """True when ``model_dir`` holds a saved model and ``settings_path`` records exactly ``settings``."""
-    p = Path(settings_path)
-    if not (Path(model_dir) / "config.json").exists() or not p.exists():
-        return False
-    return json.loads(p.read_text()) == _plain(settings)
-
-
-def save_settings(settings_path: str | Path, settings: Mapping[str, Any]) -> Path:
-    """Record the settings that made a model (atomic; written after the model itself)."""
-    return runs.atomic_write_json(settings_path, _plain(settings))
 
 
 # -- the small model alone, tags kept ---------------------------------------------------------------------------
@@ -146,13 +127,45 @@ def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_
         texts = [prompts.build_prompt(tok, q, "small") for q in questions]
         return greedy_generations(model, tok, texts, max_new_tokens, batch_size, progress)
     if engine in ("hf", "vllm"):
-        from splitlib.backends import load_backend
-        from splitlib.decoding import DecodeConfig, decode_many
+        from splitlib.decoder_service import DecoderService, Route
+        from splitlib.sampling import GREEDY
 
-        small = load_backend(engine, str(model_dir))
-        cfg = DecodeConfig(max_new_tokens=max_new_tokens, temperature=0.0)
-        return [t.text for t in decode_many(list(questions), small, None, "small_only", cfg, progress=progress)]
+        service = DecoderService(kind=engine, progress=progress)
+        # greedy and small_only draw nothing at random, so the seeds (the engine's problem keys) change no token
+        traces = service(Route("small_only", small=str(model_dir)), list(questions), list(range(len(questions))),
+                         GREEDY, max_new_tokens)
+        return [t.text for t in traces]
     raise ValueError(f"engine={engine!r}: expected 'generate', 'hf' or 'vllm'")
+
+
+# -- what the small model's generations do with the tags ---------------------------------------------------------
+def generation_records(problems: Sequence[Mapping[str, Any]], generations: Sequence[str]) -> list[dict[str, Any]]:
+    """One record per generation: problem ``id``, the ``generation``, whether its tags are ``balanced``, ``n_tags``
+    (``<bigmodel>`` count), ``offload_char_fraction`` (None when unbalanced) and whether its answer is ``correct``
+    (graded against the problem's ``answer``)."""
+    from splitlib import grading, tags
+
+    records = []
+    for p, g in zip(problems, generations, strict=True):
+        check = tags.check(g)
+        records.append({"id": p["id"], "generation": g, "balanced": check.balanced, "n_tags": check.n_open,
+                        "offload_char_fraction": tags.offload_char_fraction(g) if check.balanced else None,
+                        "correct": grading.grade(g, p["answer"]).correct})
+    return records
+
+
+def tag_usage_summary(records: Sequence[Mapping[str, Any]], toy: bool = False) -> dict[str, Any]:
+    """``training.tag_usage`` of the records' generations, plus ``balanced_with_tags_fraction`` (balanced and at
+    least one span), ``accuracy_small_alone`` and, in the toy world, ``toy_alignment``."""
+    from splitlib.training.sft import tag_usage
+
+    generations = [r["generation"] for r in records]
+    usage = tag_usage(generations)
+    usage["balanced_with_tags_fraction"] = sum(r["balanced"] and r["n_tags"] > 0 for r in records) / len(records)
+    usage["accuracy_small_alone"] = sum(r["correct"] for r in records) / len(records)
+    if toy:
+        usage["toy_alignment"] = toy_tag_alignment(generations)
+    return usage
 
 
 # -- toy world: do the tags sit on the hard steps? ----------------------------------------------------------------

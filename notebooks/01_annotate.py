@@ -1,0 +1,234 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: splitreason (.venv)
+#     language: python
+#     name: splitreason
+# ---
+
+# %% [markdown]
+# # 01 · Annotation — marking the hard spans of reasoning traces
+#
+# **Purpose.** The paper's data step (PAPER_FACTS §4): wrap the most difficult spans of existing reasoning traces in
+# `<bigmodel> … </bigmodel>`, so that SFT (notebook 02) can teach the small model where to ask the big one for help.
+# The annotator is a parameter (`splitlib.annotate` registry):
+#
+# - `llm` — the paper's method: an LLM behind an OpenAI-compatible chat API (preset `paper` = `deepseek-chat`) returns
+#   verbatim snippets covering about `target_fraction` of the trace; they are located by fuzzy matching and merged.
+#   The API key is read from the environment variable *named* by `api_key_env`; it never reaches a file.
+# - `surprisal` — no API: the small model reads the trace teacher-forced; the reasoning steps with the highest mean
+#   token loss are marked until they cover `target_fraction` (the toy default; it also works for the 1.5B on OpenR1).
+# - `oracle` — the toy world's ground-truth hard steps: the yardstick the others are scored against.
+#
+# Every trace ends as exactly one row of `annotated.jsonl` or `failures.jsonl` (with the reason); removing the tags
+# from an annotated trace gives back the original byte for byte, or the row is a failure. Runs resume: each annotator
+# writes into its own folder, keyed by trace id. Changing an annotator's settings needs a fresh folder (delete
+# `01_annotate/<annotator>/`): mixing annotations made with different settings is refused.
+#
+# | | |
+# |---|---|
+# | inputs | toy: `outputs/<run>/data/train.jsonl`, `outputs/<run>/models/small/` (00) · paper: OpenR1-Math-220k, an LLM API |
+# | outputs | `outputs/<run>/01_annotate/{annotated.jsonl, failures.jsonl, stats.json, oracle.jsonl (toy), metrics.json, *.png}`, one resumable folder per annotator |
+# | runtime | smoke ≈ 15 s · toy ≈ 30 s (2,000 traces, 2 CPU cores; measured 30 s) · paper: hours of API calls (~18.5k traces, 200 in flight) |
+
+# %%
+import logging
+import time
+
+from IPython.display import HTML, Image, display
+import pandas as pd
+from transformers import AutoTokenizer
+
+from splitlib import annotate, data, runs
+from splitlib.annotate.run import write_stats
+from splitlib.notebook_params import load_from_notebook
+from splitlib.params import as_dict
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+_names_before = set(globals())
+
+# %% tags=["parameters"]
+profile = "toy"  # parameter set: smoke | toy | paper
+run_name = "toy"  # outputs/<run_name>/
+outputs_root = "outputs"
+seed = 0  # every random choice derives from it
+progress = True  # progress bars
+dataset = "toy"  # toy: outputs/<run>/data/train.jsonl (00); openr1: OpenR1-Math-220k
+openr1 = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
+          "min_chars": 1024}  # dataset: openr1 only
+n_traces = None  # first n traces; null = all
+annotator = "surprisal"  # surprisal | llm | oracle
+annotator_params = {"steps": "toy", "aggregate": "mean", "unit": "chars", "batch_size": 64,
+                    "max_batch_tokens": 16384}  # passed to splitlib.annotate.get_annotator
+target_fraction = 0.2  # share of each trace to mark (paper 0.2); toy: hard steps are 18-22 % of characters
+small_model = None  # surprisal model + tokenizer for token fractions; null = outputs/<run>/models/small
+api_key_env = None  # llm: NAME of the environment variable with the API key (never the key itself)
+concurrency = 8  # llm: requests in flight
+request_timeout_s = 300.0  # llm: per request
+max_retries = 5  # llm: retries on 429/5xx/timeouts, exponential backoff
+max_failure_fraction = 0.2  # abort when more than this share of traces fails
+sft_source = "annotator"  # what annotated.jsonl (SFT's input) holds: annotator | oracle (toy only)
+n_render = 4  # annotated traces shown with their spans highlighted
+position_bins = 200  # bins of the position profile (paper Fig. 7)
+
+# %%
+P = load_from_notebook("01_annotate", globals(), _names_before)
+run = runs.run_dir(P.outputs_root, P.run_name)
+out = run / "01_annotate"
+if P.dataset == "toy":
+    runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
+small_dir = P.small_model or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
+P
+
+# %% [markdown]
+# The annotator, built now so that a bad setting or a missing API key fails before any work; the small model's
+# tokenizer, in whose tokens the offloaded fractions are counted.
+
+# %%
+extra = {"model": small_dir} if P.annotator == "surprisal" else {}
+if P.annotator == "llm" and P.api_key_env:
+    extra["api_key_env"] = P.api_key_env
+if P.annotator != "oracle":
+    extra["target_fraction"] = P.target_fraction
+chosen = annotate.get_annotator(P.annotator, **P.annotator_params, **extra)  # fails now on a bad setting or a missing key
+tokenizer = AutoTokenizer.from_pretrained(small_dir)  # token fractions are counted in the small model's tokens
+
+
+def show(fig, name: str) -> None:
+    """Save a figure under ``out`` and show it inline."""
+    fig.savefig(out / name, dpi=120, bbox_inches="tight")
+    display(Image(filename=str(out / name)))
+
+# %% [markdown]
+# ## 1 · The traces
+# Toy: the training problems of notebook 00 (each with its ground-truth `hard_spans`). Paper: the first generation of
+# each OpenR1-Math problem, longer than `min_chars` characters, optionally only the ones verified correct.
+
+# %%
+if P.dataset == "toy":
+    traces = data.load_toy(run / "data", "train")[: P.n_traces]
+else:
+    traces = data.load_openr1(P.openr1.source, limit=P.n_traces, config=P.openr1.config,
+                              only_correct=P.openr1.only_correct, min_chars=P.openr1.min_chars)
+ids = {t["id"] for t in traces}
+n_chars = pd.Series([len(t["trace"]) for t in traces])
+print(f"{len(traces)} traces, {n_chars.mean():.0f} characters on average (min {n_chars.min()}, max {n_chars.max()})")
+print(traces[0]["trace"][:600])
+
+# %% [markdown]
+# ## 2 · Annotate
+# The chosen annotator, and in the toy world also `oracle` (the ground truth, to score against). Each writes into
+# `01_annotate/<name>/`; a re-run annotates only traces that are in neither its `annotated.jsonl` nor `failures.jsonl` (and refuses rows
+# whose trace changed since, e.g. after 00 regenerated the data).
+
+# %%
+names = [P.annotator] + (["oracle"] if P.dataset == "toy" and P.annotator != "oracle" else [])
+summaries, wall_s = {}, {}
+for name in names:
+    annotator = chosen if name == P.annotator else annotate.get_annotator(name)
+    t0 = time.perf_counter()
+    summaries[name] = annotate.annotate_all(
+        traces, annotator, out / name, concurrency=P.concurrency, max_failure_fraction=P.max_failure_fraction,
+        timeout_s=P.request_timeout_s, max_retries=P.max_retries, tokenizer=tokenizer, progress=P.progress)
+    wall_s[name] = time.perf_counter() - t0
+display(pd.DataFrame({n: {"annotated now": s.n_annotated, "failed now": s.n_failed, "done before": s.n_skipped,
+                          "wall_s": round(wall_s[n], 1), **{f"failed: {k}": v for k, v in s.failure_reasons.items()}}
+                      for n, s in summaries.items()}).T)
+
+
+# %% [markdown]
+# Publish what SFT reads: `annotated.jsonl` holds the rows of `sft_source` (the chosen annotator by default),
+# `failures.jsonl` and `stats.json` describe them; in the toy world `oracle.jsonl` holds the ground truth for comparison.
+
+# %%
+def rows_of(name: str, file: str = annotate.ANNOTATED) -> list[dict]:
+    return [r for r in runs.read_jsonl(out / name / file) if r["id"] in ids]
+
+
+source = "oracle" if P.sft_source == "oracle" else P.annotator
+runs.write_jsonl(out / annotate.ANNOTATED, rows_of(source))
+runs.write_jsonl(out / annotate.FAILURES, rows_of(source, annotate.FAILURES))
+stats = write_stats(out, summaries[source].stats["annotator"])
+if "oracle" in names:
+    runs.write_jsonl(out / "oracle.jsonl", rows_of("oracle"))
+rows = runs.read_jsonl(out / annotate.ANNOTATED)
+display(pd.DataFrame({k: stats[k] for k in ("offload_char_fraction", "offload_token_fraction", "spans_per_trace")}).T
+        .round(3))
+print(f"{stats['n_annotated']} annotated, {stats['n_failed']} failed ({stats['failure_reasons']})")
+
+# %% [markdown]
+# ## 3 · How much is offloaded
+# Per-trace offloaded fraction in tokens (the small model's) and characters. The paper reports most traces under 20 %.
+
+# %%
+fractions = annotate.offload_fractions(rows, tokenizer)
+fig = annotate.offload_fraction_histogram(fractions, target=P.target_fraction)
+show(fig, "offload_fractions.png")
+
+# %% [markdown]
+# ## 4 · Where the spans sit (paper Fig. 7)
+# Mean offload mask over normalised position in the trace (each trace weighted equally), in characters and tokens.
+# The paper found a slight bias towards the start of traces; the toy's hard steps sit at fixed steps.
+
+# %%
+profiles = {"characters": {name: annotate.position_profile(rows_of(name), P.position_bins) for name in names},
+            "tokens": {name: annotate.position_profile(rows_of(name), P.position_bins, tokenizer) for name in names}}
+for unit, curves in profiles.items():
+    fig = annotate.position_profile_figure(curves, unit=unit)
+    show(fig, f"position_profile_{unit}.png")
+
+# %% [markdown]
+# ## 5 · Agreement with the ground truth (toy world)
+# Precision, recall and F1 of the marked tokens (and characters) against `oracle`, pooled over all traces. The
+# acceptance check asks `surprisal` for recall ≥ 0.8 and precision ≥ 0.5 in tokens. `surprisal` finds what is hard *for the small
+# model*: where that differs from the oracle (say the small model also fails a step next to a hard one), precision
+# and recall say so.
+
+# %%
+scores = {}
+if P.dataset == "toy":
+    truth = {t["id"]: t["hard_spans"] for t in traces}
+    for name in names:
+        scores[name] = {"tokens": annotate.score_rows(rows_of(name), truth, tokenizer),
+                        "characters": annotate.score_rows(rows_of(name), truth)}
+    table = pd.DataFrame([{"annotator": n, "unit": u, **s} for n, by in scores.items() for u, s in by.items()])
+    display(table.set_index(["annotator", "unit"]).round(3))
+    fig = annotate.oracle_scores_figure({n: by["tokens"] for n, by in scores.items()})
+    show(fig, "oracle_scores.png")
+
+# %% [markdown]
+# ## 6 · A few annotated traces
+# Highlighted: the spans inside `<bigmodel> … </bigmodel>` (in the toy world the oracle's version follows each one).
+
+# %%
+shown = rows[: P.n_render]
+oracle_by_id = {r["id"]: r for r in rows_of("oracle")} if "oracle" in names and source != "oracle" else {}
+texts, titles = [], []
+for r in shown:
+    texts.append(r["annotated"])
+    titles.append(f"{r['id']} — {source} ({r['offload_char_fraction']:.0%} of characters)")
+    if r["id"] in oracle_by_id:
+        texts.append(oracle_by_id[r["id"]]["annotated"])
+        titles.append(f"{r['id']} — oracle")
+display(HTML(annotate.render_html(texts, titles)))
+
+# %%
+metrics = {
+    "annotator": P.annotator, "sft_source": source, "n_traces": len(traces), "n_annotated": stats["n_annotated"],
+    "n_failed": stats["n_failed"], "failure_reasons": stats["failure_reasons"],
+    "offload_char_fraction_mean": stats["offload_char_fraction"]["mean"] if stats["offload_char_fraction"] else None,
+    "offload_token_fraction_mean": stats["offload_token_fraction"]["mean"] if stats["offload_token_fraction"] else None,
+    "wall_s": wall_s, "oracle_scores": scores,
+}
+if P.dataset == "toy" and P.annotator in scores:
+    tokens = scores[P.annotator]["tokens"]
+    metrics["acceptance"] = {"recall_at_least_0.8": tokens["recall"] >= 0.8, "precision_at_least_0.5": tokens["precision"] >= 0.5}
+runs.atomic_write_json(out / "metrics.json", metrics)
+runs.write_step_manifest(out, "01_annotate", as_dict(P))
+print("wrote", out / "metrics.json")

@@ -1,0 +1,185 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: splitreason (.venv)
+#     language: python
+#     name: splitreason
+# ---
+
+# %% [markdown]
+# # 03 · GRPO — learning when offloading pays, with rollouts that really offload
+#
+# **Purpose.** The paper's second training stage ("RL4E", PAPER_FACTS §6): GRPO from the SFT model of notebook 02,
+# through TRL's `GRPOTrainer`, in two rollout modes (parameter `modes`):
+#
+# - `paper` — the small model alone samples the rollouts, as in the paper. Its stated limitation: the accuracy reward
+#   is then not the deployed system's accuracy (the big model never writes the offloaded spans).
+# - `offload` — the project's addition: each rollout runs the cooperative decoder, the current policy as the small
+#   model and the frozen big model writing every span the policy hands it. The reward sees the deployed system's
+#   answer; the big model's tokens are left out of the policy loss (TRL's `env_mask`), the control tags stay on-policy.
+#
+# **Rewards** (`splitlib.rewards`, by name, with weights; weight 0 = logged only). The paper's total is
+# accuracy + format + tag_count, but its format reward and most of its tag_count scaffold ask for
+# `<think>…</think><answer>…</answer>`, which our prompts (ending in `<think>\n`, the R1 format) never produce, and
+# its coverage term pays most at 40 % offloaded characters whatever the problem. The toy profile therefore uses
+# `rl4e` (1.0): the rollout's accuracy minus 0.5 × its simulated latency relative to the big model alone (offload
+# mode prices the real trace; paper mode, without a trace, pays 2 × the offloaded share above 5 %), plus
+# `paper_fixed_format` (0.25), whose only earnable point here is for well-formed, non-empty spans. `paper_accuracy`
+# and `tagged_char_fraction` are logged with weight 0, so both modes plot accuracy and offload fraction.
+#
+# **Toy sampling.** SFT on the toy's annotations already yields a near-deterministic small model: at the paper's
+# temperature 0.7 all 8 rollouts of a prompt are identical, every reward has zero spread within the group, and GRPO
+# has no signal (the weights do not move). The toy profile samples at temperature 1.0, where about one rollout in five
+# departs from the SFT behaviour (a tag missed, added or left open), which gives GRPO something to compare.
+#
+# A mode whose `model/` exists with the same settings (`train_settings.json`) is not retrained.
+#
+# | | |
+# |---|---|
+# | inputs | `outputs/<run>/02_sft/model/` (02), `outputs/<run>/models/big/` (00; offload mode), training problems (toy: `data/train.jsonl`) |
+# | outputs | `outputs/<run>/03_grpo/<mode>/{model/, train_settings.json, train_metrics.json, metrics.json}`, `03_grpo/{metrics.json, curves.png}` |
+# | runtime | smoke ≈ 35 s · toy ≈ 1 min for both modes (2 CPU cores; measured 64 s) · paper: GPUs, vLLM rollouts, 5,000 prompts |
+
+# %%
+import logging
+from functools import partial
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from splitlib import data, runs
+from splitlib.notebook_params import load_from_notebook
+from splitlib.params import as_dict
+from splitlib.training import report, run_grpo
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+_names_before = set(globals())
+
+# %% tags=["parameters"]
+profile = "toy"  # parameter set: smoke | toy | paper
+run_name = "toy"  # outputs/<run_name>/
+outputs_root = "outputs"
+seed = 0  # every random choice derives from it
+progress = True  # progress bars
+modes = ["offload", "paper"]  # paper: small model alone samples | offload: rollouts really offload to the big model
+big_model = None  # offload mode: null = outputs/<run>/models/big (00); else a hub id or local directory
+dataset = "toy"  # toy: outputs/<run>/data/train.jsonl | openr1: OpenR1-Math-220k questions
+openr1 = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
+          "min_chars": 1024}  # dataset: openr1 only
+n_prompts = None  # first n training problems; null = all
+preset = "toy"  # splitlib.training.configs.GRPO_PRESETS: paper | toy | smoke (the fields below override it)
+device = "auto"  # auto | cpu | cuda
+rewards = ["rl4e", "paper_fixed_format", "paper_accuracy", "tagged_char_fraction"]  # splitlib.rewards names
+reward_weights = [1.0, 0.25, 0.0, 0.0]  # one per reward; 0 = logged only
+max_steps = 16  # optimizer steps per mode
+num_generations = 8  # completions per prompt
+per_device_train_batch_size = 8  # completions per step: 1 prompt x 8
+learning_rate = 0.0001  # peak LR, cosine to 0.1x
+temperature = 1.0  # rollout sampling temperature (paper 0.7; toy: at 0.7 all rollouts agree)
+max_completion_length = 160  # tokens per completion (toy traces: 121 with tags)
+beta = 0.04  # KL coefficient (paper 0.04)
+logging_steps = 1  # log every step
+grpo_overrides = {}  # any other trl.GRPOConfig field
+rollout = {"policy_params": {}, "big_chunk_tokens": 8, "max_offload_tokens": 64, "takeback": "greedy",
+           "takeback_threshold": 0.5, "big_backend": "hf", "big_backend_options": {}}  # offload mode: the decoder
+
+# %%
+P = load_from_notebook("03_grpo", globals(), _names_before)
+run = runs.run_dir(P.outputs_root, P.run_name)
+out = run / "03_grpo"
+sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
+big = None
+if "offload" in P.modes:
+    big = P.big_model or str(runs.require(run / "models" / "big" / "config.json",
+                                          made_by="notebooks/00_models.ipynb").parent)
+if P.dataset == "toy":
+    runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
+out.mkdir(parents=True, exist_ok=True)
+P
+
+# %% [markdown]
+# ## 1 · Prompts and rewards
+# The small model's prompt (with the hint) per training problem; the gold answer goes to the rewards as `solution`.
+
+# %%
+if P.dataset == "toy":
+    problems = data.load_toy(run / "data", "train")[: P.n_prompts]
+else:
+    problems = data.load_openr1(P.openr1.source, limit=P.n_prompts, config=P.openr1.config,
+                                only_correct=P.openr1.only_correct, min_chars=P.openr1.min_chars)
+print(f"{len(problems)} training problems; e.g. {problems[0]['question']!r} -> {problems[0]['answer']!r}")
+display(pd.DataFrame({"reward": P.rewards, "weight": P.reward_weights}).set_index("reward").T)
+
+# %% [markdown]
+# ## 2 · Training, one mode after the other
+# The preset's TRL settings, overridden by the parameters above (those left `null` keep the preset's value).
+
+# %%
+keys = ("max_steps", "num_generations", "per_device_train_batch_size", "learning_rate", "temperature",
+        "max_completion_length", "beta", "logging_steps")
+base_params = {"preset": P.preset, "device": P.device, "seed": P.seed,
+               **{k: getattr(P, k) for k in keys if getattr(P, k) is not None}, **P.grpo_overrides}
+decode = {k: getattr(P.rollout, k) for k in ("big_chunk_tokens", "max_offload_tokens", "takeback", "takeback_threshold")}
+rollout_params = {"policy": "split", "policy_params": P.rollout.policy_params, "decode": decode,
+                  "big_backend": P.rollout.big_backend, "big_backend_options": P.rollout.big_backend_options}
+fingerprints = {"sft_model": report.fingerprint(sft_dir),
+                "problems": report.content_fingerprint([(p["question"], p["answer"]) for p in problems])}
+
+# %%
+results = {}
+for mode in P.modes:
+    params = {**base_params, **({"rollout": rollout_params} if mode == "offload" else {})}
+    settings = {"mode": mode, "sha256": fingerprints, "big_model": big if mode == "offload" else None,
+                "rewards": P.rewards, "reward_weights": P.reward_weights, "params": params}
+    train = partial(run_grpo, sft_dir, big if mode == "offload" else None, problems, out / mode / "model", mode=mode,
+                    reward_names=P.rewards, reward_weights=P.reward_weights, params=params, progress=P.progress)
+    results[mode], reused = runs.reuse_or_build(out / mode, settings, train, result="train_metrics.json",
+                                                settings_file="train_settings.json", requires=["model/config.json"])
+    print(f"{mode}: reusing {out / mode / 'model'} (same settings); delete it to retrain" if reused else
+          f"{mode}: {results[mode]['global_steps']} steps in {results[mode]['train_wall_s']:.0f} s")
+
+# %% [markdown]
+# ## 3 · Reward, offload fraction and accuracy over training
+# Offload mode: the offload fraction and accuracy of the rollouts themselves (the deployed system). Paper mode: the
+# share of characters the small model tagged, and the accuracy of its own answer (`paper_accuracy`).
+
+# %%
+curves = {mode: report.grpo_curves(r["steps"]) for mode, r in results.items()}
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+for mode, c in curves.items():
+    for ax, column in zip(axes, ("reward", "offload_fraction", "accuracy")):
+        ax.plot(c["step"], c[column], marker=".", label=mode)
+for ax, title in zip(axes, ("total reward (weighted)", "offloaded fraction (characters)", "accuracy")):
+    ax.set(xlabel="step", title=title)
+    ax.legend()
+fig.tight_layout()
+fig.savefig(out / "curves.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## 4 · Did the weights move?
+# Each mode's model against the SFT model it started from (max |Δ| over all tensors).
+
+# %%
+summary = {}
+for mode, r in results.items():
+    summary[mode] = {"steps": r["global_steps"], "train_wall_s": r["train_wall_s"],
+                     "weights_changed": report.weights_changed(sft_dir, out / mode / "model"),
+                     **report.curve_summary(curves[mode])}  # means over the first and last quarter of the steps
+    runs.atomic_write_json(out / mode / "metrics.json", summary[mode])
+table = pd.DataFrame(summary).T
+table["max_abs_diff"] = [s["weights_changed"]["max_abs_diff"] for s in summary.values()]
+display(table.drop(columns="weights_changed"))
+assert all(s["weights_changed"]["changed"] for s in summary.values()), "a GRPO mode left every weight unchanged"
+
+# %%
+metrics = {"modes": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems)}
+runs.atomic_write_json(out / "metrics.json", metrics)
+runs.write_step_manifest(out, "03_grpo", as_dict(P))
+print("wrote", out / "metrics.json")

@@ -1,0 +1,197 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: splitreason (.venv)
+#     language: python
+#     name: splitreason
+# ---
+
+# %% [markdown]
+# # 05 · Evaluation — does learned offloading beat random offloading?
+#
+# **Purpose.** Every method under one protocol, on the same held-out problems as `04_random_switch`
+# (PAPER_FACTS §7–8): the base small model alone, the big model alone, split decoding with the SFT model and with
+# each GRPO checkpoint, and an offload-budget sweep of the best checkpoint (requests for `<bigmodel>` are refused
+# while the big model's share of the generation is above the budget — one checkpoint, a whole
+# accuracy-vs-offload curve). Grading is math-verify on the generation only; truncated generations count as wrong
+# and their share is reported.
+#
+# **The claim** (the paper's central one, tested honestly): the best learned method recovers most of the
+# small→big accuracy gap, `(acc − small) / (big − small)`, while offloading little, and random switching at the
+# **same realised offload** (±2 points, from `04`, or run here aimed at that offload) recovers clearly less — the
+# paired bootstrap CI of the difference (learned − random, same problems) excludes 0.
+#
+# | | |
+# |---|---|
+# | inputs | `models/{small,big}/` (`00_models`), `02_sft/model/`, `03_grpo/<mode>/model/`, `04_random_switch/{samples.jsonl, metrics.json}` |
+# | outputs | `outputs/<run>/05_evaluate/{samples.jsonl, metrics.json, results.md, accuracy_vs_offload.png, manifest.json}` |
+# | runtime | smoke < 1 min · toy ≈ 2 min (vLLM on CPU, one thread, 300 problems × ~9 methods; measured 126 s) · paper: GPU hours |
+
+# %%
+import json
+import logging
+import os
+
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import Markdown
+
+from splitlib import decoder_service, evaluate as ev, plots, runs
+from splitlib.evaluate import baselines
+from splitlib.notebook_params import load_from_notebook
+from splitlib.params import as_dict
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+_names_before = set(globals())
+
+# %% tags=["parameters"]
+profile = "toy"  # parameter set: smoke | toy | paper
+run_name = "toy"  # outputs/<run_name>/
+outputs_root = "outputs"
+seed = 0  # every random choice derives from it
+progress = True  # progress bars
+benchmark = "toy"  # toy | aime24 | math500 (as in 04)
+benchmark_source = "data/test.jsonl"  # toy: inside the run dir; else a hub id or a local copy
+n_problems = 300  # held-out problems (the first n; as in 04)
+protocol = "custom"  # paper | deepseek | custom (as in 04)
+protocol_settings = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 192, "samples": 1,
+                     "aggregate": "pass@1"}  # greedy, one sample (as in 04)
+kind = "vllm"  # backend of the small models: vllm batches the problems (hf would run them one at a time)
+big_kind = "vllm"  # backend of the big model
+backend_opts = {"base": {"max_model_len": 512, "max_num_seqs": 512},
+                "big": {"max_model_len": 512, "max_num_seqs": 512},
+                "sft": {"max_model_len": 512, "max_num_seqs": 512},
+                "grpo-offload": {"max_model_len": 512, "max_num_seqs": 512},
+                "grpo-paper": {"max_model_len": 512, "max_num_seqs": 512}}  # per model key: loader options
+decode = {"big_chunk_tokens": 4, "max_offload_tokens": 64}  # DecodeConfig besides sampling; toy spans are ~3 tokens (as in 04)
+batch_size = 300  # problems per engine call (and per append to samples.jsonl)
+torch_threads = 1  # CPU threads (0: the libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
+small_model = "models/small"  # base small model (inside the run dir, a directory, or a hub id)
+big_model = "models/big"  # big model
+checkpoints = {"sft": "02_sft/model", "grpo-offload": "03_grpo/offload/model",
+               "grpo-paper": "03_grpo/paper/model"}  # trained small models (inside the run dir, a directory or a hub id)
+budget_sweep = [0.02, 0.04, 0.07]  # max_offload_fraction values swept on the best checkpoint (below its ~10 % unbudgeted offload)
+offload_measure = "offload_token_fraction"  # offload the claim is about: the big model's share of generated tokens
+claim_max_offload = 0.15  # the learned method offloads at most this
+claim_min_gap = 0.7  # ... and recovers at least this share of the small->big gap
+match_tolerance = 0.02  # random baseline within ±2 points of the learned offload
+match_missing_random = True  # no 04 point that close: run a random switch aimed at the learned offload here
+n_boot = 10000  # bootstrap resamples for the claim's CIs
+
+# %%
+P = load_from_notebook("05_evaluate", globals(), _names_before)
+if P.torch_threads:  # before any engine starts: vLLM's CPU engine keeps the threads it finds (nobind: no pinning)
+    torch.set_num_threads(P.torch_threads)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+run = runs.run_dir(P.outputs_root, P.run_name)
+out = run / "05_evaluate"
+out.mkdir(parents=True, exist_ok=True)
+model_dirs = {"base": ev.resolve_model_ref(run, P.small_model), "big": ev.resolve_model_ref(run, P.big_model),
+              **{name: ev.resolve_model_ref(run, ref) for name, ref in P.checkpoints.items()}}
+problems = ev.load_problems(run, P.benchmark, P.benchmark_source, P.n_problems)
+proto = ev.make_protocol(P.protocol, **{"seed": P.seed, **P.protocol_settings})
+print(f"{len(problems)} problems; protocol {proto}; models {model_dirs}")
+P
+
+# %% [markdown]
+# The random-switch records of `04_random_switch`, which must come from the same protocol and problems.
+
+# %%
+rs_metrics = json.loads(runs.require(run / "04_random_switch" / "metrics.json",
+                                     made_by="notebooks/04_random_switch.ipynb").read_text())
+rs_rows = runs.read_jsonl(run / "04_random_switch" / "samples.jsonl")
+baselines.check_same_setup(rs_metrics, proto, problems)
+
+# %% [markdown]
+# ## 1 · Small alone, big alone, and split decoding with each trained checkpoint
+
+# %%
+base_methods = [ev.Method("small only", policy="small_only", small="base"),
+                ev.Method("big only", policy="big_only", small=None, big="big")]
+split_methods = [ev.Method(f"split {name}", policy="split", small=name, big="big") for name in P.checkpoints]
+decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts)
+samples = out / "samples.jsonl"
+
+
+def run_methods(methods):
+    return ev.evaluate(methods, problems, proto, decoder, samples, progress=P.progress, batch_size=P.batch_size)
+
+
+# %%
+rows = run_methods(base_methods + split_methods)
+summary = ev.aggregate(rows, proto)
+display(ev.results_table(summary))
+best = ev.best_method(summary, [m.name for m in split_methods])
+best_ckpt = next(m.small for m in split_methods if m.name == best)
+print(f"best checkpoint: {best_ckpt} ({best})")
+
+# %% [markdown]
+# ## 2 · Offload-budget sweep of the best checkpoint
+# Same checkpoint, same problems; only the policy's budget changes (`split` with `max_offload_fraction`).
+
+# %%
+budget_methods = [ev.Method(f"split {best_ckpt} budget {b:g}", policy="split", small=best_ckpt, big="big",
+                            policy_params={"max_offload_fraction": b, "seed": P.seed}, sweep=f"budget ({best_ckpt})")
+                  for b in P.budget_sweep]
+rows = run_methods(base_methods + split_methods + budget_methods)
+summary = ev.aggregate(rows, proto)
+display(ev.results_table(summary))
+
+# %% [markdown]
+# ## 3 · The claim
+# The learned method is the most accurate split method (checkpoints and budget points) within the offload limit.
+# Its random counterpart is the random-switch point whose realised offload is nearest, if within the tolerance;
+# otherwise a random switch aimed at the learned offload runs here (same models, chunk and problems as 04),
+# corrected once if its realised offload misses.
+
+# %%
+learned_names = [m.name for m in split_methods + budget_methods]
+learned = ev.best_method(summary, learned_names, P.claim_max_offload, P.offload_measure) or best
+target = float(summary.set_index("method").loc[learned, P.offload_measure])
+random_rows = list(rs_rows)
+baseline = baselines.random_baseline(
+    rows, random_rows, proto, target, lambda aimed: run_methods(base_methods + split_methods + budget_methods + aimed),
+    chunk=rs_metrics["switch_chunk"], seed=P.seed, tolerance=P.match_tolerance, offload=P.offload_measure,
+    aim_if_missing=P.match_missing_random)
+rows, both, matched = baseline.rows, baseline.summary, baseline.matched
+for name, realised in baseline.realised.items():
+    print(f"aimed random switch {name}: realised offload {realised:.1%} for a target of {target:.1%}")
+claim = ev.claim(rows + random_rows, both, learned, matched, "small only", "big only", P.offload_measure,
+                 P.claim_max_offload, P.claim_min_gap, P.match_tolerance, P.n_boot, P.seed)
+display(Markdown(ev.claim_markdown(claim)))
+
+# %% [markdown]
+# ## 4 · Results
+# Every method, 04's random sweep included. Accuracy with its 95 % CI (bootstrap over problems, or a t-interval
+# over runs for the `paper` protocol); offload as the big model's share of generated tokens and characters; mean
+# tokens per generation by model; measured seconds per problem (engine batch time / batch size: throughput on
+# this machine, not latency — `06_figure5` measures latency at batch 1); the share of truncated generations.
+
+# %%
+all_rows = rows + random_rows
+table = ev.aggregate(all_rows, proto)
+s_per_problem = ev.time_per_problem(all_rows)
+display(ev.results_table(table))
+results_md = (f"## Results — {P.profile} profile, run `{P.run_name}` ({len(problems)} held-out problems, protocol "
+              f"`{proto.name}`)\n\n"
+              + ev.results_markdown(table, s_per_problem) + "\n" + ev.claim_markdown(claim))
+runs.atomic_write_text(out / "results.md", results_md)
+fig = plots.accuracy_vs_offload_at(table, target, offload=P.offload_measure)
+fig.savefig(out / "accuracy_vs_offload.png", dpi=120, bbox_inches="tight")
+display(fig)
+
+# %%
+sources = {r["method"]: "04_random_switch" for r in random_rows} | {r["method"]: "05_evaluate" for r in rows}
+extra = {"claim": claim, "best_checkpoint": best_ckpt, "learned": learned, "matched_random": matched,
+         "benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [p["id"] for p in problems],
+         "model_dirs": model_dirs, "decoder": decoder.settings, "decode": P.decode, "sources": sources,
+         "s_per_problem": s_per_problem.to_dict()}
+ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)  # this notebook's methods (04's are in its metrics)
+runs.write_step_manifest(out, "05_evaluate", as_dict(P))
+print("wrote", out / "metrics.json", "and", out / "results.md")
