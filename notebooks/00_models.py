@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from splitlib import prompts, runs
+from splitlib import prompts, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 
@@ -75,7 +75,7 @@ big_model_id = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"  # paper world only
 
 # %%
 P = load_from_notebook("00_models", globals(), _names_before)
-run = runs.run_dir(P.outputs_root, P.run_name)
+run = runlock.open_run(P.outputs_root, P.run_name, "00_models")  # one writer per run directory
 out = run / "00_models"
 torch.manual_seed(P.seed)
 P

@@ -45,7 +45,7 @@ from IPython.display import HTML, Image, display
 import pandas as pd
 from transformers import AutoTokenizer
 
-from splitlib import annotate, data, runs
+from splitlib import annotate, data, runlock, runs
 from splitlib.annotate.run import write_stats
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -79,7 +79,7 @@ position_bins = 200  # bins of the position profile (paper Fig. 7)
 
 # %%
 P = load_from_notebook("01_annotate", globals(), _names_before)
-run = runs.run_dir(P.outputs_root, P.run_name)
+run = runlock.open_run(P.outputs_root, P.run_name, "01_annotate")  # one writer per run directory
 out = run / "01_annotate"
 if P.dataset == "toy":
     runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")

@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, runs
+from splitlib import data, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 from splitlib.training import report, run_sft
@@ -77,7 +77,7 @@ eval_batch_size = 100  # generate: prompts per batch
 
 # %%
 P = load_from_notebook("02_sft", globals(), _names_before)
-run = runs.run_dir(P.outputs_root, P.run_name)
+run = runlock.open_run(P.outputs_root, P.run_name, "02_sft")  # one writer per run directory
 out = run / "02_sft"
 annotated_path = runs.require(run / "01_annotate" / "annotated.jsonl", made_by="notebooks/01_annotate.ipynb")
 base = P.base_model or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))

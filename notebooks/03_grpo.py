@@ -54,7 +54,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, runs
+from splitlib import data, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 from splitlib.training import report, run_grpo
@@ -92,7 +92,7 @@ rollout = {"policy_params": {}, "big_chunk_tokens": 8, "max_offload_tokens": 64,
 
 # %%
 P = load_from_notebook("03_grpo", globals(), _names_before)
-run = runs.run_dir(P.outputs_root, P.run_name)
+run = runlock.open_run(P.outputs_root, P.run_name, "03_grpo")  # one writer per run directory
 out = run / "03_grpo"
 sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
 big = None

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from splitlib import evaluate as ev
-from splitlib import decoder_service, runs
+from splitlib import decoder_service, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 
@@ -75,7 +75,7 @@ P = load_from_notebook("04_random_switch", globals(), _names_before)
 if P.torch_threads:  # before any engine starts: vLLM's CPU engine keeps the threads it finds (nobind: no pinning)
     torch.set_num_threads(P.torch_threads)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-run = runs.run_dir(P.outputs_root, P.run_name)
+run = runlock.open_run(P.outputs_root, P.run_name, "04_random_switch")  # one writer per run directory
 out = run / "04_random_switch"
 out.mkdir(parents=True, exist_ok=True)
 model_dirs = {"base": ev.resolve_model_ref(run, P.small_model), "big": ev.resolve_model_ref(run, P.big_model)}

@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown
 
-from splitlib import decoder_service, evaluate as ev, plots, runs
+from splitlib import decoder_service, evaluate as ev, plots, runlock, runs
 from splitlib.evaluate import baselines
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -89,7 +89,7 @@ P = load_from_notebook("05_evaluate", globals(), _names_before)
 if P.torch_threads:  # before any engine starts: vLLM's CPU engine keeps the threads it finds (nobind: no pinning)
     torch.set_num_threads(P.torch_threads)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-run = runs.run_dir(P.outputs_root, P.run_name)
+run = runlock.open_run(P.outputs_root, P.run_name, "05_evaluate")  # one writer per run directory
 out = run / "05_evaluate"
 out.mkdir(parents=True, exist_ok=True)
 model_dirs = {"base": ev.resolve_model_ref(run, P.small_model), "big": ev.resolve_model_ref(run, P.big_model),

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from splitlib import decoder_service, evaluate as ev, paper_results, plots, profiling, runs, simulator
+from splitlib import decoder_service, evaluate as ev, paper_results, plots, profiling, runlock, runs, simulator
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 from splitlib.trace import Trace
@@ -87,7 +87,7 @@ validation_target = 0.15  # median |simulated - measured| / measured should be a
 
 # %%
 P = load_from_notebook("06_figure5", globals(), _names_before)
-run = runs.run_dir(P.outputs_root, P.run_name)
+run = runlock.open_run(P.outputs_root, P.run_name, "06_figure5")  # one writer per run directory
 out = run / "06_figure5"
 out.mkdir(parents=True, exist_ok=True)
 made_by = {"04_random_switch": "notebooks/04_random_switch.ipynb", "05_evaluate": "notebooks/05_evaluate.ipynb"}

@@ -9,7 +9,7 @@ leaves nothing to clean up: the next writer takes the lock and overwrites the st
 ``splitreason run`` holds the lock for the whole run and hands it to the notebook kernels it starts through the
 environment variable ``SPLITREASON_RUN_LOCK`` (a random token, also written in the lock file): a kernel whose
 token matches works under its parent's lock, and exits when that parent dies, so that a killed run leaves no
-kernel appending to its files.
+kernel appending to its files. A notebook takes it with ``open_run``, which holds it for the kernel's life.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
+from splitlib import runs
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".writer.lock"
 ENV_TOKEN = "SPLITREASON_RUN_LOCK"
+
+
+_HELD: dict[Path, RunLock] = {}  # what this process holds, by run directory
 
 
 class RunLocked(RuntimeError):
@@ -59,6 +64,15 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def open_run(outputs_root: str | Path, run_name: str, what: str) -> Path:
+    """``runs.run_dir(outputs_root, run_name)`` with its writer lock held for the rest of this process (a
+    notebook kernel): raises ``RunLocked`` before any work when another live process writes there."""
+    path = runs.run_dir(outputs_root, run_name)
+    if path.resolve() not in _HELD:
+        _HELD[path.resolve()] = acquire(path, what)
+    return path
 
 
 def acquire(run_dir: str | Path, what: str) -> RunLock:

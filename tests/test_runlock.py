@@ -117,3 +117,16 @@ def test_an_unrelated_process_with_a_wrong_token_is_still_refused(tmp_path, monk
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_open_run_holds_the_lock_for_the_process_and_a_second_call_reuses_it(tmp_path, clean_env):
+    run = runlock.open_run(tmp_path, "r", "05_evaluate")
+    try:
+        assert run == tmp_path / "r"
+        assert runlock.open_run(tmp_path, "r", "05_evaluate again") == run  # re-running a cell in Lab
+        assert runlock.holder(run)["what"] == "05_evaluate"
+        refused = subprocess.run([sys.executable, "-c", HOLD, str(run)], capture_output=True, text=True,
+                                 env={k: v for k, v in os.environ.items() if k != runlock.ENV_TOKEN}, check=False)
+        assert refused.returncode != 0 and "is being written by 05_evaluate" in refused.stderr
+    finally:
+        runlock._HELD.pop(run.resolve()).release()
