@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, runlock, runs
+from splitlib import data, provenance, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 from splitlib.training import report, run_sft
@@ -106,7 +106,8 @@ keys = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batc
         "max_length", "logging_steps")
 train_params = {"preset": P.preset, "device": P.device, "seed": P.seed,
                 **{k: getattr(P, k) for k in keys if getattr(P, k) is not None}, **P.sft_overrides}
-settings = {"base_model": base, "annotated_sha256": report.fingerprint(annotated_path), "n_train": len(rows),
+settings = {"base_model": base, "base_model_hash": provenance.model_hash(base),
+            "annotated_sha256": provenance.file_hash(annotated_path), "n_train": len(rows),
             "params": train_params}
 model_dir = out / "model"
 train, reused = runs.reuse_or_build(

@@ -54,7 +54,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, runlock, runs
+from splitlib import data, provenance, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 from splitlib.training import report, run_grpo
@@ -129,14 +129,15 @@ base_params = {"preset": P.preset, "device": P.device, "seed": P.seed,
 decode = {k: getattr(P.rollout, k) for k in ("big_chunk_tokens", "max_offload_tokens", "takeback", "takeback_threshold")}
 rollout_params = {"policy": "split", "policy_params": P.rollout.policy_params, "decode": decode,
                   "big_backend": P.rollout.big_backend, "big_backend_options": P.rollout.big_backend_options}
-fingerprints = {"sft_model": report.fingerprint(sft_dir),
-                "problems": report.content_fingerprint([(p["question"], p["answer"]) for p in problems])}
+fingerprints = {"sft_model": provenance.model_hash(sft_dir),
+                "problems": provenance.value_hash([(p["question"], p["answer"]) for p in problems])}
 
 # %%
 results = {}
 for mode in P.modes:
     params = {**base_params, **({"rollout": rollout_params} if mode == "offload" else {})}
     settings = {"mode": mode, "sha256": fingerprints, "big_model": big if mode == "offload" else None,
+                "big_model_hash": provenance.model_hash(big) if mode == "offload" else None,
                 "rewards": P.rewards, "reward_weights": P.reward_weights, "params": params}
     train = partial(run_grpo, sft_dir, big if mode == "offload" else None, problems, out / mode / "model", mode=mode,
                     reward_names=P.rewards, reward_weights=P.reward_weights, params=params, progress=P.progress)

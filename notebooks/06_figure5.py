@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from splitlib import decoder_service, evaluate as ev, paper_results, plots, profiling, runlock, runs, simulator
+from splitlib import decoder_service, evaluate as ev, paper_results, plots, profiling, provenance, runlock, runs
+from splitlib import simulator, trace
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
-from splitlib.trace import Trace
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 _names_before = set(globals())
@@ -143,7 +143,8 @@ timed = ev.methods_from_rows(rows, timed_names)
 settings = {"kind": P.profile_kind, "contexts": list(P.profile_contexts), "repeats": P.profile_repeats,
             "rounds": P.profile_rounds, "torch_threads": P.torch_threads, "timed": timed_names,
             "timing_runs": P.timing_runs,
-            "problems": [p["id"] for p in problems], "models": {"small": model_dirs["base"], "big": model_dirs["big"]}}
+            "problems": [p["id"] for p in problems], "models": {"small": model_dirs["base"], "big": model_dirs["big"]},
+            "model_hashes": {r: provenance.model_hash(model_dirs[k]) for r, k in (("small", "base"), ("big", "big"))}}
 
 # %%
 timed_profile = profiling.measure_with_timing(
@@ -188,7 +189,7 @@ display(fig_val)
 # length, pipelined (`continuous`: two devices, as in the paper's design) and `serial` (one device, as measured).
 
 # %%
-learned_traces = [Trace.from_json(r["trace"]) for r in rows if r["method"] == claim["learned"]]  # all of 05's
+learned_traces = [trace.Trace.from_json(r["trace"]) for r in rows if r["method"] == claim["learned"]]  # all of 05's
 prompt_tokens = int(np.mean([t.prompt_tokens.get("small", 0) for t in learned_traces]))
 decode_tokens = max(1, int(np.mean([t.total_tokens for t in learned_traces])))
 switch = simulator.switch_costs_from(learned_traces)

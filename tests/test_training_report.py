@@ -57,24 +57,6 @@ def test_weights_changed_needs_safetensors(tmp_path) -> None:
         report.weights_changed(tmp_path, tmp_path)
 
 
-# -- fingerprints of what a model was trained from ---------------------------------------------------------
-def test_fingerprint_follows_file_bytes_and_model_weights(tmp_path) -> None:
-    f = tmp_path / "annotated.jsonl"
-    f.write_text('{"id": 1}\n')
-    first = report.fingerprint(f)
-    f.write_text('{"id": 2}\n')
-    assert report.fingerprint(f) != first and len(first) == 16
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    save_file({"w": torch.zeros(2)}, str(model / "model.safetensors"))
-    before = report.fingerprint(model)
-    save_file({"w": torch.ones(2)}, str(model / "model.safetensors"))
-    assert report.fingerprint(model) != before
-    with pytest.raises(FileNotFoundError):
-        report.fingerprint(tmp_path / "empty_dir_that_does_not_exist")
-
-
 # -- generations of the small model alone -----------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ["generate", "hf"])
 def test_small_only_generations_keep_tags_and_agree_across_engines(tiny_model_dirs, engine) -> None:

@@ -2,8 +2,6 @@
 
 - ``weights_changed``: did training move the trainable weights (max |Δ| per tensor, read from the safetensors
   files one tensor at a time, so two 1.5B checkpoints never sit in memory together);
-- ``fingerprint`` / ``content_fingerprint``: identify the inputs a model was trained from, so that
-  ``splitlib.runs.reuse_or_build`` reuses it while they and the settings are unchanged;
 - ``small_only_generations``: generations of the small model alone with the tags kept in the text (tag usage,
   the paper's Figure 8); ``generation_records`` / ``tag_usage_summary``: each one's tags and grade, and the totals;
 - ``toy_tag_alignment``: in the toy world, whether generated spans sit on the hard steps (the bonus clauses);
@@ -86,27 +84,6 @@ def weights_changed(dir_a: str | Path, dir_b: str | Path) -> dict[str, Any]:
 
 
 # -- identify what a model was trained from ----------------------------------------------------------------------
-def fingerprint(path: str | Path) -> str:
-    """sha256 (first 16 hex digits) of a file's bytes, or of a model folder's ``config.json`` and weight files:
-    identifies an input such as ``annotated.jsonl`` or the model a run started from."""
-    p = Path(path)
-    files = [p] if p.is_file() else sorted([*p.glob("config.json"), *p.glob("*.safetensors")])
-    if not files:
-        raise FileNotFoundError(f"nothing to fingerprint at {p}: expected a file or a saved model folder")
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def content_fingerprint(obj: Any) -> str:
-    """sha256 (first 16 hex digits) of a JSON-able value, e.g. the problems a run trains on."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # -- the small model alone, tags kept ---------------------------------------------------------------------------
 def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_new_tokens: int,
                            engine: Engine = "generate", batch_size: int = 64, progress: bool = True) -> list[str]:
