@@ -289,3 +289,22 @@ def test_toy_models_have_a_head_dim_vllm_cpu_attention_supports(profile):
 def test_head_sizes_above_are_the_installed_vllm_cpu_attention_ones():
     cpu_attn = pytest.importorskip("vllm.v1.attention.backends.cpu_attn")
     assert tuple(cpu_attn.CPUAttentionBackend.get_supported_head_sizes()) == VLLM_CPU_HEAD_SIZES
+
+
+# nested blocks: checked when the parameter file is read, before any notebook starts
+@pytest.mark.parametrize("notebook, override, fragment", [
+    ("05_evaluate", {"decode": {"big_chunk_tokens": 4, "chunk_size": 8}}, r"decode=.*unknown parameter\(s\) \['chunk_size'\]"),
+    ("05_evaluate", {"decode": {"big_chunk_tokens": 0}}, r"decode=.*big_chunk_tokens=0"),
+    ("04_random_switch", {"backend_opts": {"base": {"max_len": 512}}}, r"backend_opts.base=.*unknown option\(s\) \['max_len'\]"),
+    ("04_random_switch", {"backend_opts": {"base": 512}}, r"backend_opts.base=512: expected a mapping"),
+    ("03_grpo", {"rollout": {"policy_params": {"budget": 0.1}}}, r"rollout.policy_params=.*budget"),
+], ids=["decode_unknown_key", "decode_impossible_value", "backend_option_unknown", "backend_opts_not_mapping",
+        "rollout_policy_unknown_option"])
+def test_bad_nested_settings_fail_when_the_file_is_read(notebook, override, fragment):
+    path = REPO / "params" / "smoke" / f"{notebook}.yaml"
+    values = yaml.safe_load(path.read_text())
+    for k, v in override.items():
+        values[k] = {**values[k], **v} if k == "rollout" else v
+    with pytest.raises(sp.ParamError, match=fragment):
+        nbp.load_yaml(notebook, path, values)
+

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 from splitlib.backends.base import (
     GREEDY,
@@ -36,7 +36,7 @@ BackendKind = Literal["hf", "vllm", "openai"]
 __all__ = [
     "BACKENDS", "GREEDY", "Backend", "BackendError", "BackendKind", "BackendUnreachable", "BaseSession", "Counters",
     "Decode", "Done", "ModelNotFoundError", "PromptTooLongError", "Sampling", "Score", "Scored", "Session",
-    "check_prompt", "load_backend", "run_ops",
+    "check_backend_options", "check_prompt", "load_backend", "run_ops",
 ]
 
 
@@ -65,13 +65,19 @@ def _openai_loader() -> Callable[..., Backend]:
     return OpenAIBackend.load
 
 
-def load_backend(kind: BackendKind, model_dir_or_id: str | None, **opts) -> Backend:
-    """Load a backend. ``opts`` are the chosen loader's keyword arguments (unknown ones are refused by name)."""
-    load = BACKENDS[kind]()
-    params = inspect.signature(load).parameters
+def check_backend_options(kind: BackendKind, opts: Mapping[str, Any]) -> None:
+    """Refuse loader options the ``kind`` backend does not take, naming them and the allowed ones (imports the
+    backend's module, not its engine: nothing is loaded). A loader that takes any keyword (vLLM's engine
+    arguments) accepts every name here; the engine checks them when it starts."""
+    params = inspect.signature(BACKENDS[kind]()).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     unknown = sorted(set(opts) - set(params))
     if unknown and not takes_any:
         allowed = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
         raise TypeError(f"{kind} backend: unknown option(s) {unknown}; allowed: {allowed}")
-    return load(model_dir_or_id, **opts)
+
+
+def load_backend(kind: BackendKind, model_dir_or_id: str | None, **opts) -> Backend:
+    """Load a backend. ``opts`` are the chosen loader's keyword arguments (unknown ones are refused by name)."""
+    check_backend_options(kind, opts)
+    return BACKENDS[kind]()(model_dir_or_id, **opts)

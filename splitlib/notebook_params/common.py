@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from splitlib.params import check
 
@@ -100,3 +101,29 @@ def check_optional_positive(owner: object, *names: str) -> None:
     for name in names:
         value = getattr(owner, name)
         check(value is None or value > 0, name, value, "null (the default) or a number > 0")
+
+
+def check_decode_fields(key: str, decode: Mapping[str, Any]) -> None:
+    """``decode`` must build a ``DecodeConfig`` (known fields, possible values), checked before any work."""
+    from splitlib.decoding.config import DecodeConfig
+    from splitlib.params import build_config
+
+    try:
+        build_config(DecodeConfig, decode, "DecodeConfig", error=ValueError)
+    except (TypeError, ValueError) as err:
+        check(False, key, dict(decode), f"DecodeConfig settings ({err})")
+
+
+def check_backend_opts(key: str, opts: Mapping[str, Any], kind_of: Mapping[str, str], default_kind: str) -> None:
+    """``opts`` maps a model key to its loader options: each a mapping whose names that model's backend takes
+    (``kind_of[model key]``, else ``default_kind``)."""
+    from splitlib.backends import check_backend_options
+
+    for model, options in opts.items():
+        check(isinstance(options, Mapping), f"{key}.{model}", options, "a mapping of loader options")
+        kind = kind_of.get(model, default_kind)
+        try:
+            check_backend_options(kind, options)
+        except TypeError as err:
+            check(False, f"{key}.{model}", dict(options), str(err))
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from splitlib.notebook_params.common import Common
+from splitlib.notebook_params.common import Common, check_backend_opts, check_decode_fields
 from splitlib.params import check
 
 
@@ -44,6 +44,8 @@ class _EvalSetup(Common):
             check_decode_settings(self.decode)
         except ValueError as err:
             check(False, "decode", self.decode, f"no sampling settings ({err})")
+        check_decode_fields("decode", self.decode)
+        check_backend_opts("backend_opts", self.backend_opts, {"big": self.big_kind}, self.kind)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Figure5Params(Common):
         check(1 <= self.profile_rounds <= self.timing_problems, "profile_rounds", self.profile_rounds,
               f"1..timing_problems={self.timing_problems}")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "0 (default) or a number of threads")
+        check_backend_opts("backend_opts", self.backend_opts, {}, self.profile_kind)
         check(self.timing_problems >= 1, "timing_problems", self.timing_problems, "an integer >= 1")
         check(self.timing_runs >= 1, "timing_runs", self.timing_runs, "an integer >= 1")
         check(bool(self.timing_methods), "timing_methods", self.timing_methods, "at least one method")

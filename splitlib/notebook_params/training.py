@@ -117,6 +117,18 @@ class RolloutSpec:
         check(self.big_chunk_tokens >= 1, "big_chunk_tokens", self.big_chunk_tokens, "an integer >= 1")
         check(self.max_offload_tokens >= 1, "max_offload_tokens", self.max_offload_tokens, "an integer >= 1")
         check(0 < self.takeback_threshold <= 1, "takeback_threshold", self.takeback_threshold, "a probability in (0, 1]")
+        from splitlib.policies import make_policy
+
+        try:
+            make_policy("split", **self.policy_params)
+        except (TypeError, ValueError) as err:
+            check(False, "policy_params", self.policy_params, f"split policy options ({err})")
+        from splitlib.backends import check_backend_options
+
+        try:
+            check_backend_options(self.big_backend, self.big_backend_options)
+        except TypeError as err:
+            check(False, "big_backend_options", self.big_backend_options, str(err))
 
 
 @dataclass(frozen=True)
