@@ -305,3 +305,22 @@ def test_hf_on_cuda_equals_cpu(dirs, hf_small, prompt):
     g.decode(5)
     chunk = plain_greedy(hf_small, prompt, 30)[5:25]
     assert g.score(chunk).top1 == ref.score(chunk).top1
+
+
+def test_a_truncated_weight_file_is_named_before_any_loader_runs(tmp_path):
+    from safetensors.torch import save_file
+
+    from splitlib.backends.base import CorruptModelError, resolve_model
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(64, 64)}, str(model / "model.safetensors"))
+    assert resolve_model(model) == str(model)  # whole: accepted
+    data = (model / "model.safetensors").read_bytes()
+    (model / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptModelError, match=r"model\.safetensors is truncated"):
+        resolve_model(model)
+    (model / "model.safetensors").write_bytes(b"\x05\x00")
+    with pytest.raises(CorruptModelError, match=r"model\.safetensors is not a readable safetensors file"):
+        resolve_model(model)

@@ -16,6 +16,7 @@ runs the ops of many sessions together, the transformers backend one at a time.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -203,6 +204,31 @@ def eos_ids_of(tokenizer: PreTrainedTokenizerBase, generation_eos: int | Sequenc
     return frozenset(ids)
 
 
+class CorruptModelError(ValueError):
+    """A weight file of a saved model is truncated or unreadable (the message names the file)."""
+
+
+def check_weights(folder: str | Path) -> None:
+    """Every ``*.safetensors`` file in ``folder`` is whole: its header parses and the file holds every byte the
+    header promises. Reads only the headers; a truncated copy fails here naming the file, not deep inside a
+    loader with a message that names none."""
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        size = file.stat().st_size
+        try:
+            with file.open("rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if size < 8 + n:
+                    raise ValueError(f"header of {n} bytes but the file has {size}")
+                header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise CorruptModelError(f"{file} is not a readable safetensors file ({err}); re-create or re-download "
+                                    "the model") from None
+        if size < 8 + n + end:
+            raise CorruptModelError(f"{file} is truncated: its header promises {8 + n + end} bytes, the file has "
+                                    f"{size}; re-create or re-download the model (an interrupted copy or save?)")
+
+
 def resolve_model(model: str | Path) -> str:
     """A model directory (checked) or a hub id (left to the engine)."""
     text = str(model)
@@ -210,6 +236,7 @@ def resolve_model(model: str | Path) -> str:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} has no config.json — not a saved model (save_pretrained writes one)")
+        check_weights(path)
         return str(path)
     first = Path(text.split("/")[0])
     looks_like_path = (

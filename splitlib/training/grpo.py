@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from trl import GRPOTrainer
 
 from splitlib import prompts, rewards
+from splitlib.backends.base import resolve_model
 from splitlib.backends.hf import HFBackend
 from splitlib.registry import Registry
 from splitlib.training.configs import grpo_config, train_and_save
@@ -143,6 +144,7 @@ def run_grpo(
     if reward_weights is not None:
         params["reward_weights"] = list(reward_weights)
     out_dir = Path(out_dir)
+    model_dir = resolve_model(model_dir)  # a folder is checked whole (config, untruncated weights)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     require_control_tokens(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(model_dir)

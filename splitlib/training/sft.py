@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from trl import SFTTrainer
 
 from splitlib import prompts, rewards, tags
+from splitlib.backends.base import resolve_model
 from splitlib.training.configs import sft_config, train_and_save
 from splitlib.training.tokens import ensure_control_tokens, trl_prompt_text
 
@@ -68,6 +69,7 @@ def run_sft(
     preset, device = params.pop("preset", "toy"), params.pop("device", "auto")
     trace_key = params.pop("trace_key", "annotated")
     out_dir = Path(out_dir)
+    model_dir = resolve_model(model_dir)  # a folder is checked whole (config, untruncated weights)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     added = ensure_control_tokens(tokenizer, model)
