@@ -27,6 +27,7 @@ The gold is always the short ``answer`` column, never a worked ``solution``. Ben
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -80,6 +81,26 @@ def load_table(source: str | Path, split: str, *, config: str | None = None,
         ) from err
     except ValueError as err:  # e.g. an unknown split or config name
         raise DataError(f"cannot load split {split!r} of {str(source)!r}: {err}") from err
+    except datasets.exceptions.DatasetGenerationError as err:  # a local file it could not parse: say where
+        bad = _first_bad_json_line(target) if target.is_file() and kwargs.get("data_files") and \
+            target.suffix.lower() in (".jsonl", ".json") else None
+        where = f"line {bad[0]} is not a JSON object ({bad[1]}); fix or remove that line" if bad else str(err.__cause__ or err)
+        raise DataError(f"cannot read {target}: {where}") from err
+
+
+def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
+    """The first line of a JSON-lines file that is not a JSON object: (line number, why), or None."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                return n, err.msg
+            if not isinstance(value, dict):
+                return n, f"a {type(value).__name__}, not an object"
+    return None
 
 
 def _check_limit(limit: int | None) -> None:

@@ -249,3 +249,12 @@ def test_duplicate_ids_are_rejected(tmp_path, cache):
     path = _jsonl(tmp_path / "dup.jsonl", [AIME_ROWS[0], AIME_ROWS[0]])
     with pytest.raises(DataError, match="duplicate problem ids"):
         data.load_aime24(path, cache_dir=cache)
+
+
+@pytest.mark.parametrize("bad_line, why", [("this is garbage", "Expecting value"), ("[1, 2]", "a list, not an object")])
+def test_a_bad_line_in_a_local_jsonl_is_named_by_file_and_line(tmp_path, cache, bad_line, why):
+    path = tmp_path / "test.jsonl"
+    good = json.dumps({"id": "a", "question": "1+1?", "answer": "2"})
+    path.write_text(f"{good}\n{good}\n{bad_line}\n{good}\n")
+    with pytest.raises(DataError, match=rf"{path}: line 3 is not a JSON object \({why}\)"):
+        data.load_benchmark("toy", path, cache_dir=cache)
