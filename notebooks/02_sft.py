@@ -174,5 +174,5 @@ metrics = {"train": {k: train[k] for k in ("steps", "examples", "train_loss", "t
            "acceptance": {"balanced_at_least_0.9": usage["balanced_fraction"] >= 0.9,
                           "balanced_with_tags_at_least_0.9": usage["balanced_with_tags_fraction"] >= 0.9}}
 runs.atomic_write_json(out / "metrics.json", metrics)
-runs.write_step_manifest(out, "02_sft", as_dict(P))
+runs.write_step_manifest(out, "02_sft", as_dict(P), {"provenance": settings})  # what determined the model
 print("wrote", out / "metrics.json")

@@ -133,12 +133,13 @@ fingerprints = {"sft_model": provenance.model_hash(sft_dir),
                 "problems": provenance.value_hash([(p["question"], p["answer"]) for p in problems])}
 
 # %%
-results = {}
+results, provenances = {}, {}
 for mode in P.modes:
     params = {**base_params, **({"rollout": rollout_params} if mode == "offload" else {})}
-    settings = {"mode": mode, "sha256": fingerprints, "big_model": big if mode == "offload" else None,
-                "big_model_hash": provenance.model_hash(big) if mode == "offload" else None,
-                "rewards": P.rewards, "reward_weights": P.reward_weights, "params": params}
+    provenances[mode] = settings = {
+        "mode": mode, "sha256": fingerprints, "big_model": big if mode == "offload" else None,
+        "big_model_hash": provenance.model_hash(big) if mode == "offload" else None,
+        "rewards": P.rewards, "reward_weights": P.reward_weights, "params": params}
     train = partial(run_grpo, sft_dir, big if mode == "offload" else None, problems, out / mode / "model", mode=mode,
                     reward_names=P.rewards, reward_weights=P.reward_weights, params=params, progress=P.progress)
     results[mode], reused = runs.reuse_or_build(out / mode, settings, train, result="train_metrics.json",
@@ -182,5 +183,5 @@ assert all(s["weights_changed"]["changed"] for s in summary.values()), "a GRPO m
 # %%
 metrics = {"modes": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems)}
 runs.atomic_write_json(out / "metrics.json", metrics)
-runs.write_step_manifest(out, "03_grpo", as_dict(P))
+runs.write_step_manifest(out, "03_grpo", as_dict(P), {"provenance": provenances})  # what determined each model
 print("wrote", out / "metrics.json")

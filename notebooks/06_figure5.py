@@ -258,5 +258,5 @@ metrics = {
     "own_generation": {"prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens, "chunk": chunk,
                        "switch": vars(switch)}, "profile": str(profile_path), "roles": roles}
 runs.atomic_write_json(out / "metrics.json", metrics)
-runs.write_step_manifest(out, "06_figure5", as_dict(P))
+runs.write_step_manifest(out, "06_figure5", as_dict(P), {"provenance": settings})  # what determined the profile
 print("wrote", out / "metrics.json")
