@@ -26,7 +26,7 @@
 # | | |
 # |---|---|
 # | inputs | `outputs/<run>/data/test.jsonl` (toy) or a benchmark; `outputs/<run>/models/{small,big}/` (from `00_models`) |
-# | outputs | `outputs/<run>/04_random_switch/{samples.jsonl, metrics.json, accuracy_vs_offload.png, manifest.json}` |
+# | outputs | `outputs/<run>/04_random_switch/{samples.jsonl, metrics.json, accuracy_vs_offload.png, manifest.json}`; `samples.stale.jsonl`: rows set aside because models or settings changed since |
 # | runtime | smoke < 30 s · toy ≈ 1.5 min (vLLM on CPU, one thread, 300 problems × 7 ratios; measured 86 s) · paper: GPU hours |
 
 # %%
@@ -99,8 +99,10 @@ display(ev.methods_table(methods).assign(p_big=lambda t: t["method"].map(p_big))
 
 # %% [markdown]
 # ## 2 · Decode and grade
-# Rows are appended batch by batch to `samples.jsonl`; a rerun skips what is there (and refuses rows written with
-# other settings).
+# Rows are appended batch by batch to `samples.jsonl`. Each row records what made it (model hashes, backend kinds,
+# decode and sampling settings, policy, prompt template, grader) and its key; a rerun reuses only rows under the
+# same key, and moves the others to `samples.stale.jsonl` and decodes them again (the log says what changed).
+# `metrics.json` records each method's provenance.
 
 # %%
 decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts)

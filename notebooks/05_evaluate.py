@@ -30,7 +30,7 @@
 # | | |
 # |---|---|
 # | inputs | `models/{small,big}/` (`00_models`), `02_sft/model/`, `03_grpo/<mode>/model/`, `04_random_switch/{samples.jsonl, metrics.json}` |
-# | outputs | `outputs/<run>/05_evaluate/{samples.jsonl, metrics.json, results.md, accuracy_vs_offload.png, manifest.json}` |
+# | outputs | `outputs/<run>/05_evaluate/{samples.jsonl, metrics.json, results.md, accuracy_vs_offload.png, manifest.json}`; `samples.stale.jsonl`: rows set aside because models or settings changed since |
 # | runtime | smoke < 1 min · toy ≈ 2 min (vLLM on CPU, one thread, 300 problems × ~9 methods; measured 126 s) · paper: GPU hours |
 
 # %%
@@ -100,12 +100,13 @@ print(f"{len(problems)} problems; protocol {proto}; models {model_dirs}")
 P
 
 # %% [markdown]
-# The random-switch records of `04_random_switch`, which must come from the same protocol and problems.
+# The random-switch records of `04_random_switch`, which must come from the same protocol and problems (one row
+# per method, problem and sample: `read_samples` drops duplicates and says so).
 
 # %%
 rs_metrics = json.loads(runs.require(run / "04_random_switch" / "metrics.json",
                                      made_by="notebooks/04_random_switch.ipynb").read_text())
-rs_rows = runs.read_jsonl(run / "04_random_switch" / "samples.jsonl")
+rs_rows = ev.read_samples(run / "04_random_switch" / "samples.jsonl")
 baselines.check_same_setup(rs_metrics, proto, problems)
 
 # %% [markdown]
@@ -191,7 +192,8 @@ sources = {r["method"]: "04_random_switch" for r in random_rows} | {r["method"]:
 extra = {"claim": claim, "best_checkpoint": best_ckpt, "learned": learned, "matched_random": matched,
          "benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [p["id"] for p in problems],
          "model_dirs": model_dirs, "decoder": decoder.settings, "decode": P.decode, "sources": sources,
-         "s_per_problem": s_per_problem.to_dict()}
-ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)  # this notebook's methods (04's are in its metrics)
+         "s_per_problem": s_per_problem.to_dict(), "random_provenance": ev.method_provenance(random_rows)}
+# this notebook's methods, each with its provenance (04's rows are in 04's metrics; what made them is repeated here)
+ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)
 runs.write_step_manifest(out, "05_evaluate", as_dict(P))
 print("wrote", out / "metrics.json", "and", out / "results.md")

@@ -93,8 +93,8 @@ out.mkdir(parents=True, exist_ok=True)
 made_by = {"04_random_switch": "notebooks/04_random_switch.ipynb", "05_evaluate": "notebooks/05_evaluate.ipynb"}
 ev_metrics = json.loads(runs.require(run / "05_evaluate" / "metrics.json", made_by["05_evaluate"]).read_text())
 ev_params = json.loads(runs.require(run / "05_evaluate" / "manifest.json", made_by["05_evaluate"]).read_text())["params"]
-rows = (runs.read_jsonl(runs.require(run / "04_random_switch" / "samples.jsonl", made_by["04_random_switch"]))
-        + runs.read_jsonl(run / "05_evaluate" / "samples.jsonl"))
+rows = (ev.read_samples(runs.require(run / "04_random_switch" / "samples.jsonl", made_by["04_random_switch"]))
+        + ev.read_samples(run / "05_evaluate" / "samples.jsonl"))  # one row per key, duplicates dropped
 claim = ev_metrics["claim"]
 proto_runs = ev_metrics["protocol"]["samples"]
 roles = {"@small": claim["small"], "@big": claim["big"], "@learned": claim["learned"], "@random": claim["random"]}

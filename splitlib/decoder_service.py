@@ -7,6 +7,9 @@ A ``DecoderService`` turns "decode these questions with this policy on these mod
 - ``preload`` loads what a list of routes needs before the first timed call, so loading is not timed as decoding;
 - ``decode`` settings (chunk size, per-offload cap, take-back rule, reference mode) are fixed for the service and
   checked once by ``check_decode_settings``: sampling settings never belong there, they come with each call;
+- ``provenance(route)`` says what determines the route's output besides the sampling settings and seeds: the
+  hashes of the models it really uses, the backend kind and output-changing loader options per role, and the
+  complete ``decode`` settings (defaults included); the evaluation keys its rows by it;
 - each question's seed becomes the engine's problem key ``f"{key_prefix}-{seed}"``, from which the engine derives
   every random choice (sampling and policy), so one item reruns identically in any batch. Evaluation uses the
   prefix ``seed``, rollouts ``rollout``: the keys the recorded runs were decoded with.
@@ -19,10 +22,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from splitlib import provenance
 from splitlib.sampling import Sampling
 from splitlib.trace import Trace
 
@@ -30,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # DecodeConfig fields that come with each call (the protocol's or GRPO config's sampling, the per-item seeds)
 SAMPLING_FIELDS = ("max_new_tokens", "temperature", "top_p", "seed")
+# Loader options that only size an engine or reach a server, and cannot change what it generates: left out of a
+# route's provenance. Every other option (dtype, engine seed, max_model_len, tokenizer, base_url, ...) is in it.
+CAPACITY_OPTIONS = frozenset({"max_num_seqs", "gpu_memory_utilization", "swap_space", "cpu_offload_gb",
+                              "api_key_env", "timeout_s", "max_retries", "max_workers"})
 
 
 def check_decode_settings(decode: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,8 +65,9 @@ class DecodeFn(Protocol):
     ``seeds[i]`` keys every random choice for question i (as ``f"{key_prefix}-{seeds[i]}"``).
 
     A decoder may carry a JSON-able ``settings`` attribute (engine, chunk size, model directories, ...): the
-    evaluation records it in every row under ``decoder``; and a ``preload(routes)`` method that the evaluation calls
-    before its first timed batch.
+    evaluation records it in every row under ``decoder``; a ``preload(routes)`` method that the evaluation calls
+    before its first timed batch; and a ``provenance(route)`` method (see ``DecoderService.provenance``) by which
+    the evaluation keys its rows.
     """
 
     def __call__(self, route: Route, questions: list[str], seeds: list[int], sampling: Sampling,
@@ -90,6 +99,7 @@ class DecoderService:
         self.backend_opts = {k: dict(v) for k, v in (backend_opts or {}).items()}  # per model key
         self.progress = progress  # decode_many's progress bar
         self._loaded: dict[tuple[str, str], Any] = {}
+        self._hashes: dict[str, str] = {}  # model target -> provenance.model_hash, computed once per service
         self._warned_top_k = False
 
     @property
@@ -110,6 +120,46 @@ class DecoderService:
             log.info("loading the %s backend for %s (%s)", self.kinds[role], ref, target)
             self._loaded[key] = load_backend(self.kinds[role], target, **self.backend_opts.get(str(ref), {}))
         return self._loaded[key]
+
+    def provenance(self, route: Route) -> dict[str, Any]:
+        """What determines this route's output besides the sampling settings and seeds of a call (JSON values):
+
+        - ``model``: per role, the hash of the weights and tokenizer the route really uses (None for a role its
+          policy never calls); a ready backend has no files to hash and is named ``live:<type>@<id>``, which matches
+          nothing in another process;
+        - ``backend``: per role used, the backend kind and its output-changing loader options: hf and vLLM run
+          different kernels (and vLLM batches), so greedy decoding may break near-ties differently and sampling
+          draws other random numbers — a row made by one is not what the other would produce;
+        - ``decode``: every ``DecodeConfig`` setting but the sampling ones, defaults written out (so that a changed
+          default counts, and an explicit default equals an omitted one);
+        - ``policy`` and ``policy_params``.
+        """
+        from splitlib.decoding import DecodeConfig
+        from splitlib.policies import POLICIES
+
+        uses = POLICIES[route.policy].models if route.policy in POLICIES else {"small", "big"}
+        refs = {role: getattr(route, role) if role in uses else None for role in ("small", "big")}
+        config = asdict(DecodeConfig(**self.decode))
+        return {"model": {role: self._model_hash(ref) for role, ref in refs.items()},
+                "backend": {role: self._backend_record(role, ref) for role, ref in refs.items()},
+                "decode": {k: v for k, v in config.items() if k not in SAMPLING_FIELDS},
+                "policy": route.policy, "policy_params": dict(route.policy_params)}
+
+    def _model_hash(self, ref: Any) -> str | None:
+        if ref is None:
+            return None
+        if not isinstance(ref, str | Path):
+            return f"live:{type(ref).__name__}@{id(ref):x}"
+        target = self.model_dirs.get(str(ref), str(ref))
+        if target not in self._hashes:
+            self._hashes[target] = provenance.model_hash(target)
+        return self._hashes[target]
+
+    def _backend_record(self, role: str, ref: Any) -> dict[str, Any] | None:
+        if ref is None:
+            return None
+        opts = self.backend_opts.get(str(ref), {}) if isinstance(ref, str | Path) else {}
+        return {"kind": self.kinds[role], "options": {k: v for k, v in opts.items() if k not in CAPACITY_OPTIONS}}
 
     def preload(self, routes: Sequence[Route]) -> None:
         """Load every backend ``routes`` use now, so that loading is not timed as decoding."""

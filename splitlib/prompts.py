@@ -10,10 +10,16 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from splitlib import tags
+from splitlib import provenance, tags
 
 Role = Literal["small", "big"]
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# Version of the rendering below (user turn layout, chat template, the opened <think> block): bump it whenever
+# ``user_content`` or ``build_prompt`` changes what a model reads, so that TEMPLATE_ID changes with it.
+RENDER_VERSION = "prompts/1: question, hint (small role), instruction; chat template; <think> opened"
+# What a record keys its prompt by: changes whenever the instruction, the hint or the rendering changes. (The chat
+# template itself belongs to the tokenizer and is keyed by the model's hash.)
+TEMPLATE_ID = provenance.value_hash({"instruction": INSTRUCTION, "hint": tags.HINT, "render": RENDER_VERSION})
 
 
 def user_content(question: str, role: Role, instruction: str = INSTRUCTION, hint: str = tags.HINT) -> str:

@@ -4,12 +4,14 @@ item's seed as the engine's problem key."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from splitlib import evaluate as ev
 from splitlib import notebook_params as nbp
+from splitlib import provenance
 from splitlib.backends import load_backend
 from splitlib.decoder_service import SAMPLING_FIELDS, DecoderService, Route, check_decode_settings
 from splitlib.decoding import DecodeConfig, decode
@@ -58,6 +60,32 @@ def test_a_ready_backend_stands_in_for_a_reference_and_none_stays_none():
     ready = object()
     assert service.backend("small", ready) is ready and service.backend("big", None) is None
     assert service._loaded == {}
+
+
+# -- provenance ------------------------------------------------------------------------------------------------------
+def test_provenance_hashes_each_model_once_and_only_the_roles_a_policy_uses(monkeypatch):
+    hashed = []
+    monkeypatch.setattr(provenance, "model_hash", lambda ref: hashed.append(ref) or f"h({ref})")
+    service = DecoderService({"sft": "/m/sft", "big": "/m/big"}, kind="vllm", big_kind="openai",
+                             decode={"big_chunk_tokens": 4},
+                             backend_opts={"sft": {"dtype": "float32", "max_num_seqs": 512},
+                                           "big": {"base_url": "http://h:8000/v1", "timeout_s": 5}})
+    split = service.provenance(Route("split", small="sft", big="big"))
+    small = service.provenance(Method("s", policy="small_only", small="sft", big="big"))
+    assert split["model"] == {"small": "h(/m/sft)", "big": "h(/m/big)"}
+    assert small["model"] == {"small": "h(/m/sft)", "big": None} and small["backend"]["big"] is None
+    assert hashed == ["/m/sft", "/m/big"]  # once per model for the whole service
+    assert split["backend"] == {"small": {"kind": "vllm", "options": {"dtype": "float32"}},
+                                "big": {"kind": "openai", "options": {"base_url": "http://h:8000/v1"}}}
+    assert split["decode"] == {**{k: v for k, v in asdict(DecodeConfig()).items() if k not in SAMPLING_FIELDS},
+                               "big_chunk_tokens": 4}
+    assert (split["policy"], split["policy_params"]) == ("split", {})
+
+
+def test_a_ready_backend_cannot_be_hashed_and_is_named_by_its_object():
+    ready = object()
+    parts = DecoderService().provenance(Route("small_only", small=ready))
+    assert parts["model"]["small"].startswith("live:object@") and parts["backend"]["small"]["options"] == {}
 
 
 # -- decoding on tiny random models ---------------------------------------------------------------------------------

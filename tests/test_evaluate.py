@@ -13,7 +13,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from splitlib import evaluate as ev
-from splitlib.evaluate import EvalResumeError, Method
+from splitlib import provenance
+from splitlib.evaluate import Method
 from splitlib.registry import UnknownNameError
 from splitlib.runs import read_jsonl
 from splitlib.sampling import Sampling
@@ -187,19 +188,25 @@ def test_a_subset_reruns_identically(tmp_path):
     assert comparable(part) == comparable([r for r in whole if (r["method"], r["problem_id"], r["sample"]) in wanted])
 
 
-@pytest.mark.parametrize("change", ["protocol", "method", "seed"])
-def test_resuming_with_other_settings_is_refused(tmp_path, change):
+@pytest.mark.parametrize(("change", "named"), [("protocol", "sampling.max_new_tokens: 64 -> 128"),
+                                               ("method", "model.small: grpo -> sft"), ("seed", "sampling.seed")])
+def test_resuming_with_other_settings_recomputes_the_rows_and_keeps_the_old_ones_aside(tmp_path, change, named,
+                                                                                       caplog):
     out = tmp_path / "s.jsonl"
-    ev.evaluate([SPLIT], PROBLEMS[:2], TINY_PAPER, FakeDecoder(), out, progress=False)
+    before = ev.evaluate([SPLIT], PROBLEMS[:2], TINY_PAPER, FakeDecoder(), out, progress=False)
     protocol, method = TINY_PAPER, SPLIT
     if change == "protocol":
         protocol = ev.make_protocol("paper", samples=2, max_new_tokens=128)
     elif change == "method":
-        method = Method("split", policy="split", small="sft", big="big")
+        method = Method("split", policy="split", small="sft", big="big", policy_params=SPLIT.policy_params)
     else:
         protocol = ev.make_protocol("paper", samples=2, max_new_tokens=64, seed=1)
-    with pytest.raises(EvalResumeError, match="other settings"):
-        ev.evaluate([method], PROBLEMS[:2], protocol, FakeDecoder(), out, progress=False)
+    dec = FakeDecoder()
+    with caplog.at_level("WARNING", logger="splitlib.evaluate"):
+        rows = ev.evaluate([method], PROBLEMS[:2], protocol, dec, out, progress=False)
+    assert sum(n for _, n in dec.calls) == 4  # every row decoded again
+    assert "4 of 4 rows were made by other models or settings" in caplog.text and named in caplog.text
+    assert read_jsonl(ev.stale_path(out)) == before and comparable(read_jsonl(out)) == comparable(rows)
 
 
 def test_more_samples_extend_an_existing_file(tmp_path):
@@ -365,10 +372,17 @@ def test_presentation_helpers_return_a_styler_and_a_figure():
 
 
 # -- warnings on resume ----------------------------------------------------------------------------------------------
-def test_rows_from_an_older_grader_are_flagged_on_resume(tmp_path, caplog):
+def test_rows_from_an_older_grader_are_regraded_on_resume_without_decoding(tmp_path, caplog):
     out = tmp_path / "s.jsonl"
     rows = ev.evaluate([SPLIT], PROBLEMS[:1], TINY_PAPER, FakeDecoder(), out, progress=False)
-    out.write_text("".join(json.dumps({**r, "grader_version": "old-grader"}) + "\n" for r in rows))
+    made_by = {**rows[0]["provenance"], "grader": "old-grader"}
+    old = [{**r, "correct": not r["correct"], "grader_version": "old-grader",
+            "provenance": {**made_by, "sampling": r["provenance"]["sampling"]},
+            "provenance_key": provenance.key({**made_by, "sampling": r["provenance"]["sampling"]})} for r in rows]
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    dec = FakeDecoder()
     with caplog.at_level("WARNING", logger="splitlib.evaluate"):
-        ev.evaluate([SPLIT], PROBLEMS[:1], TINY_PAPER, FakeDecoder(), out, progress=False)
-    assert "old-grader" in caplog.text and "regrade" in caplog.text
+        again = ev.evaluate([SPLIT], PROBLEMS[:1], TINY_PAPER, dec, out, progress=False)
+    assert "grader: old-grader -> " in caplog.text and dec.calls == []
+    assert comparable(again) == comparable(rows) == comparable(read_jsonl(out))
+    assert read_jsonl(ev.stale_path(out)) == old

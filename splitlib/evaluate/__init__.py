@@ -4,8 +4,10 @@ The parts, each importing only those above it:
 
 - ``protocols``: ``EvalProtocol``, the ``PROTOCOLS`` registry (``paper``, ``deepseek``) and ``make_protocol``.
 - ``methods``: ``Method`` (a policy on a small/big model pair), the method table, ``KEY`` of a samples file.
+- ``records``: ``read_samples`` (one row per key, the last written wins, duplicates warned about), each row's
+  provenance (what made it) and its key, the stale file, ``method_provenance`` for ``metrics.json``.
 - ``runner``: ``evaluate`` decodes (through a ``splitlib.decoder_service.DecodeFn``) and grades, one JSONL row per
-  (method, problem, sample), resumable; ``regrade``.
+  (method, problem, sample), resumable: a row is reused only when made by the same models and settings; ``regrade``.
 - ``stats``: rows → numbers: ``aggregate`` (accuracy with a t- or bootstrap interval per method),
   ``paired_difference``, ``gap_recovered``, per-run accuracies, timing, ``write_metrics``.
 - ``claim``: learned vs random offloading at the same realised offload (``match_random``, ``claim``).
@@ -19,8 +21,9 @@ from splitlib.evaluate.claim import best_method, claim, gap_recovered_ci, match_
 from splitlib.evaluate.inputs import MODEL_MADE_BY, load_problems, resolve_model_ref
 from splitlib.evaluate.methods import KEY, Method, methods_from_rows, methods_table
 from splitlib.evaluate.protocols import PROTOCOLS, EvalProtocol, make_protocol
+from splitlib.evaluate.records import method_provenance, read_samples, stale_path
 from splitlib.evaluate.report import accuracy_vs_offload, claim_markdown, results_markdown, results_table
-from splitlib.evaluate.runner import EvalResumeError, evaluate, regrade, score_sample
+from splitlib.evaluate.runner import evaluate, regrade, score_sample
 from splitlib.evaluate.stats import (
     aggregate,
     bootstrap_mean_ci,
@@ -36,10 +39,10 @@ from splitlib.evaluate.stats import (
 )
 
 __all__ = [
-    "KEY", "MODEL_MADE_BY", "PROTOCOLS", "EvalProtocol", "EvalResumeError", "Method", "accuracy_vs_offload",
-    "aggregate", "best_method", "bootstrap_mean_ci", "claim", "claim_markdown", "evaluate", "gap_recovered",
-    "gap_recovered_ci", "load_problems", "make_protocol", "match_random", "median_wall_rows", "methods_from_rows",
-    "methods_table", "paired_difference", "per_problem_accuracy", "per_run_accuracy", "random_ratio_for", "regrade",
-    "resolve_model_ref", "results_markdown", "results_table", "run_accuracies", "score_sample", "t_quantile",
-    "time_per_problem", "write_metrics",
+    "KEY", "MODEL_MADE_BY", "PROTOCOLS", "EvalProtocol", "Method", "accuracy_vs_offload", "aggregate",
+    "best_method", "bootstrap_mean_ci", "claim", "claim_markdown", "evaluate", "gap_recovered", "gap_recovered_ci",
+    "load_problems", "make_protocol", "match_random", "median_wall_rows", "method_provenance", "methods_from_rows",
+    "methods_table", "paired_difference", "per_problem_accuracy", "per_run_accuracy", "random_ratio_for",
+    "read_samples", "regrade", "resolve_model_ref", "results_markdown", "results_table", "run_accuracies",
+    "score_sample", "stale_path", "t_quantile", "time_per_problem", "write_metrics",
 ]

@@ -36,7 +36,8 @@ class Method:
         object.__setattr__(self, "policy_params", params)
 
     def record(self) -> dict:
-        """The fields every sample row of this method carries (and a resumed run must match)."""
+        """The fields every sample row of this method carries (labels: what a resumed run matches is the row's
+        provenance key, see ``records``)."""
         return {"policy": self.policy, "policy_params": self.policy_params, "small_model": self.small,
                 "big_model": self.big, "sweep": self.sweep}
 

@@ -51,7 +51,8 @@ class EvalProtocol:
         return Sampling(temperature=self.temperature, top_p=self.top_p)
 
     def record(self) -> dict:
-        """The fields every sample row carries (and a resumed run must match), in the samples file's order."""
+        """The fields every sample row carries, in the samples file's order (the sampling settings among them are
+        also in the row's provenance, which decides whether a resumed run reuses it)."""
         return {"protocol": self.name, "temperature": self.temperature, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens}
 

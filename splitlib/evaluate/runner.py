@@ -1,10 +1,15 @@
 """The resumable runner: methods × problems × samples → one graded row per sample in a JSONL samples file.
 
 ``evaluate(...)`` decodes and grades, appending one row per (method, problem, sample) to ``out_path``. It resumes:
-keys already in the file are skipped, rows are appended batch by batch (an interrupted run loses at most the batch in
-flight), and a torn last line from a kill is cut off (``splitlib.runs``). Grading happens in the calling thread, so
-math-verify's signal-based timeouts work when that is the main thread. Per-sample seeds are derived from (run seed,
-method, problem, sample), so any subset reruns identically.
+rows already in the file are reused when they were made by the same models and settings — each row carries its
+``provenance`` (model hashes, backend kinds, decode settings, policy, sampling settings and seed, prompt template
+id, grader version, problem; see ``records``) and its ``provenance_key``, and a row is reused only under the key
+this call would give it. Other rows are stale: they move to ``<samples>.stale.jsonl`` and are recomputed (regraded
+from their generation when only the grader changed), and the log says how many and what changed. Rows are appended
+batch by batch (an interrupted run loses at most the batch in flight), and a torn last line from a kill is cut off
+(``splitlib.runs``). Grading happens in the calling thread, so math-verify's signal-based timeouts work when that is
+the main thread. Per-sample seeds are derived from (run seed, method, problem, sample), so any subset reruns
+identically.
 """
 
 from __future__ import annotations
@@ -20,18 +25,24 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from splitlib import grading, runs
+from splitlib import grading, provenance, runs
 from splitlib.decoder_service import DecodeFn
-from splitlib.evaluate.methods import KEY, Method
+from splitlib.evaluate.methods import Method
 from splitlib.evaluate.protocols import EvalProtocol
+from splitlib.evaluate.records import (
+    deduplicate,
+    method_parts,
+    move_out,
+    read_samples,
+    row_key,
+    row_parts,
+    stale_path,
+    stale_summary,
+)
 from splitlib.seeds import derive_seed
 from splitlib.trace import Trace
 
 log = logging.getLogger(__name__)
-
-
-class EvalResumeError(ValueError):
-    """An existing samples file was written with other settings than this call asks for."""
 
 
 @dataclass(frozen=True)
@@ -40,10 +51,15 @@ class _Job:
     problem: Mapping[str, Any]
     sample: int
     seed: int
+    provenance: Mapping[str, Any]  # what determines this row (row_parts)
 
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.method.name, self.problem["id"], self.sample)
+
+    @property
+    def provenance_key(self) -> str:
+        return provenance.key(self.provenance)
 
 
 def _as_problem(p: Any) -> dict:
@@ -62,26 +78,49 @@ def _unique(names: Sequence[str], what: str) -> None:
         raise ValueError(f"duplicate {what} {dup}: each must be unique (they key the samples file)")
 
 
-def _plan(methods: Sequence[Method], problems: Sequence[dict], protocol: EvalProtocol) -> list[_Job]:
-    """Every (method, sample, problem) in a fixed order: methods, then runs, then problems."""
-    return [_Job(m, p, s, derive_seed(protocol.seed, m.name, p["id"], s))
-            for m in methods for s in range(protocol.samples) for p in problems]
+def _plan(methods: Sequence[Method], problems: Sequence[dict], protocol: EvalProtocol,
+          decode_fn: DecodeFn) -> list[_Job]:
+    """Every (method, sample, problem) in a fixed order: methods, then runs, then problems. What determines a
+    method's rows is asked of the decoder once per method (it hashes each model once)."""
+    jobs = []
+    for m in methods:
+        shared = method_parts(m, protocol, decode_fn)
+        for s in range(protocol.samples):
+            for p in problems:
+                seed = derive_seed(protocol.seed, m.name, p["id"], s)
+                jobs.append(_Job(m, p, s, seed, row_parts(shared, p, seed)))
+    return jobs
 
 
-def _check_resume(existing: Mapping[tuple, dict], jobs: Sequence[_Job], protocol: EvalProtocol, path: Path) -> None:
-    """Rows already in the file must come from the same method definitions, sampling settings and seeds."""
-    sampling = {k: v for k, v in protocol.record().items() if k != "protocol"}  # settings, not the protocol's name
-    for job in jobs:
-        row = existing.get(job.key)
-        if row is None:
-            continue
-        expected = {**job.method.record(), **sampling, "seed": job.seed}
-        diff = {k: (row.get(k), v) for k, v in expected.items() if row.get(k) != v}
-        if diff:
-            raise EvalResumeError(
-                f"{path} already holds {job.key} with other settings (file, now): {diff}. Use a new out_path, "
-                "a new method name, or the settings the file was written with."
-            )
+def _set_aside_stale(path: Path, jobs: Sequence[_Job]) -> dict[tuple, dict]:
+    """The reusable rows of ``path`` by key. Rows of this call's jobs made under another provenance key, and older
+    duplicates of a key, move to the stale file; a stale row whose only change is the grader is regraded from its
+    generation (and appended anew), every other stale row is left to be decoded again."""
+    kept, superseded = deduplicate(runs.read_jsonl(path), path)
+    wanted = {j.key: j for j in jobs}
+    stale = {row_key(r): r for r in kept
+             if row_key(r) in wanted and r.get("provenance_key") != wanted[row_key(r)].provenance_key}
+    if stale:
+        log.warning("%s: %d of %d rows were made by other models or settings and are recomputed (moved to %s): %s",
+                    path, len(stale), len(jobs), stale_path(path),
+                    stale_summary([(r, wanted[k].provenance) for k, r in stale.items()]))
+    fresh = [r for r in kept if row_key(r) not in stale]
+    if stale or superseded:
+        move_out(path, fresh, superseded + list(stale.values()))
+    regraded = [_regraded(r, wanted[k]) for k, r in stale.items() if _only_grader_changed(r, wanted[k])]
+    if regraded:
+        runs.append_jsonl(path, regraded)
+    return {row_key(r): r for r in fresh + regraded}
+
+
+def _only_grader_changed(row: dict, job: _Job) -> bool:
+    return row.get("provenance") is not None and set(provenance.changed(row["provenance"], job.provenance)) == {
+        "grader"}
+
+
+def _regraded(row: dict, job: _Job) -> dict:
+    """A row whose generation still holds, graded again by the current grader under the job's provenance."""
+    return {**regrade([row])[0], "provenance": dict(job.provenance), "provenance_key": job.provenance_key}
 
 
 def _batches(jobs: Sequence[_Job], batch_size: int) -> Iterator[list[_Job]]:
@@ -98,7 +137,8 @@ def _batches(jobs: Sequence[_Job], batch_size: int) -> Iterator[list[_Job]]:
 
 def score_sample(job: _Job, trace: Trace, protocol: EvalProtocol, batch_wall_s: float, batch_size: int,
                  decoder: dict | None = None) -> dict:
-    """Grade one trace (its generation only, never the prompt) and build its samples-file row."""
+    """Grade one trace (its generation only, never the prompt) and build its samples-file row, with the job's
+    provenance and its key."""
     verdict = grading.grade(trace.text, job.problem["answer"], truncated=trace.truncated)
     return {
         "method": job.method.name, "problem_id": job.problem["id"], "sample": job.sample, "seed": job.seed,
@@ -108,6 +148,7 @@ def score_sample(job: _Job, trace: Trace, protocol: EvalProtocol, batch_wall_s: 
         **trace.summary(), "truncated": verdict.truncated,
         "batch_wall_s": batch_wall_s, "batch_size": batch_size, "decoder": decoder,
         "generation": trace.text, "trace": trace.to_json(),
+        "provenance": dict(job.provenance), "provenance_key": job.provenance_key,
     }
 
 
@@ -128,20 +169,6 @@ def _decoder_settings(decode_fn: DecodeFn) -> dict | None:
     return json.loads(json.dumps(settings, default=str)) if settings is not None else None
 
 
-def _warn_on_changes(existing: Mapping[tuple, dict], decode_fn: DecodeFn, path: Path) -> None:
-    """Decoder settings and grader versions are recorded, not enforced (directories move between machines, a
-    grader fix applies to old generations through ``regrade``): a change is logged."""
-    if not existing:
-        return
-    now = _decoder_settings(decode_fn)
-    if {json.dumps(r.get("decoder"), sort_keys=True) for r in existing.values()} != {json.dumps(now, sort_keys=True)}:
-        log.warning("%s: rows were decoded with other decoder settings than now (%s); the file mixes them", path, now)
-    graders = {r.get("grader_version") for r in existing.values()} - {grading.GRADER_VERSION}
-    if graders:
-        log.warning("%s: rows graded by %s; the current grader is %s — regrade(rows) re-scores them",
-                    path, sorted(map(str, graders)), grading.GRADER_VERSION)
-
-
 def evaluate(methods: Sequence[Method], problems: Sequence[Any], protocol: EvalProtocol, decode_fn: DecodeFn,
              out_path: str | Path, progress: bool = True, batch_size: int = 16) -> list[dict]:
     """Decode and grade every (method, problem, sample) not yet in ``out_path``; return the grid's rows.
@@ -156,10 +183,8 @@ def evaluate(methods: Sequence[Method], problems: Sequence[Any], protocol: EvalP
     _unique([m.name for m in methods], "method names")
     _unique([p["id"] for p in problems], "problem ids")
     path = Path(out_path)
-    jobs = _plan(methods, problems, protocol)
-    existing = {tuple(r[k] for k in KEY): r for r in runs.read_jsonl(path)}
-    _check_resume(existing, jobs, protocol, path)
-    _warn_on_changes(existing, decode_fn, path)
+    jobs = _plan(methods, problems, protocol, decode_fn)
+    existing = _set_aside_stale(path, jobs)
     todo = [j for j in jobs if j.key not in existing]
     preload = getattr(decode_fn, "preload", None)
     if todo and preload is not None:  # start engines before the clock of the first batch starts
@@ -169,7 +194,7 @@ def evaluate(methods: Sequence[Method], problems: Sequence[Any], protocol: EvalP
         for batch in _batches(todo, batch_size):
             runs.append_jsonl(path, _run_batch(batch, decode_fn, protocol))
             bar.update(len(batch))
-    done = {tuple(r[k] for k in KEY): r for r in runs.read_jsonl(path)}
+    done = {row_key(r): r for r in read_samples(path)}
     return [done[j.key] for j in jobs]
 
 

@@ -21,6 +21,7 @@ from scipy import stats as scipy_stats
 from splitlib import runs
 from splitlib.evaluate.methods import KEY
 from splitlib.evaluate.protocols import EvalProtocol
+from splitlib.evaluate.records import method_provenance
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,9 @@ def json_safe(value: Any) -> Any:
 
 
 def write_metrics(rows: Sequence[dict], protocol: EvalProtocol, path: str | Path, extra: dict | None = None) -> Path:
-    """``metrics.json``: the protocol, grader versions, and per method its summary and per-run accuracies."""
+    """``metrics.json``: the protocol, grader versions, per method its summary and per-run accuracies, and under
+    ``provenance`` per method what determined its rows (``records.method_provenance``: model hashes, settings,
+    prompt and grader, and their key)."""
     summary = aggregate(rows, protocol)
     run_acc = per_run_accuracy(rows)
     methods = {
@@ -164,7 +167,7 @@ def write_metrics(rows: Sequence[dict], protocol: EvalProtocol, path: str | Path
         for rec in summary.to_dict("records")
     }
     body = {"protocol": asdict(protocol), "grader_versions": sorted({r["grader_version"] for r in rows}),
-            "methods": methods, **(extra or {})}
+            "methods": methods, "provenance": method_provenance(rows), **(extra or {})}
     return runs.atomic_write_json(path, body)
 
 
