@@ -28,8 +28,10 @@
 #
 # Every trace ends as exactly one row of `annotated.jsonl` or `failures.jsonl` (with the reason); removing the tags
 # from an annotated trace gives back the original byte for byte, or the row is a failure. Runs resume: each annotator
-# writes into its own folder, keyed by trace id. Changing an annotator's settings needs a fresh folder (delete
-# `01_annotate/<annotator>/`): mixing annotations made with different settings is refused.
+# writes into its own folder, keyed by trace id; Ctrl-C (Interrupt) stops within seconds and a re-run carries on. A
+# folder's rows are never mixed with rows of another provenance (settings, the served model's name, the prompt, the
+# small model's weights and tokenizer, the trace text): a resume that differs is refused, saying what changed; use a
+# new `run_name` or delete `01_annotate/<annotator>/` to recompute. `retry_failures` attempts earlier failures again.
 #
 # | | |
 # |---|---|
@@ -65,14 +67,15 @@ openr1 = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_corre
 n_traces = None  # first n traces; null = all
 annotator = "surprisal"  # surprisal | llm | oracle
 annotator_params = {"steps": "toy", "aggregate": "mean", "unit": "chars", "batch_size": 64,
-                    "max_batch_tokens": 16384}  # passed to splitlib.annotate.get_annotator
+                    "max_batch_tokens": 16384}  # passed to splitlib.annotate.get_annotator (llm: model = served name)
 target_fraction = 0.2  # share of each trace to mark (paper 0.2); toy: hard steps are 18-22 % of characters
 small_model = None  # surprisal model + tokenizer for token fractions; null = outputs/<run>/models/small
 api_key_env = None  # llm: NAME of the environment variable with the API key (never the key itself)
 concurrency = 8  # llm: requests in flight
-request_timeout_s = 300.0  # llm: per request
+request_timeout_s = 300.0  # llm: deadline per request (connecting, waiting, reading the whole reply)
 max_retries = 5  # llm: retries on 429/5xx/timeouts, exponential backoff
 max_failure_fraction = 0.2  # abort when more than this share of traces fails
+retry_failures = False  # attempt again the traces that failed in an earlier run (after fixing the cause)
 sft_source = "annotator"  # what annotated.jsonl (SFT's input) holds: annotator | oracle (toy only)
 n_render = 4  # annotated traces shown with their spans highlighted
 position_bins = 200  # bins of the position profile (paper Fig. 7)
@@ -91,12 +94,9 @@ P
 # tokenizer, in whose tokens the offloaded fractions are counted.
 
 # %%
-extra = {"model": small_dir} if P.annotator == "surprisal" else {}
-if P.annotator == "llm" and P.api_key_env:
-    extra["api_key_env"] = P.api_key_env
-if P.annotator != "oracle":
-    extra["target_fraction"] = P.target_fraction
-chosen = annotate.get_annotator(P.annotator, **P.annotator_params, **extra)  # fails now on a bad setting or a missing key
+kwargs = annotate.annotator_params(P.annotator, P.annotator_params, target_fraction=P.target_fraction,
+                                   api_key_env=P.api_key_env, small_model=small_dir)
+chosen = annotate.get_annotator(P.annotator, **kwargs)  # fails now on a bad setting or a missing key
 tokenizer = AutoTokenizer.from_pretrained(small_dir)  # token fractions are counted in the small model's tokens
 
 
@@ -135,7 +135,8 @@ for name in names:
     t0 = time.perf_counter()
     summaries[name] = annotate.annotate_all(
         traces, annotator, out / name, concurrency=P.concurrency, max_failure_fraction=P.max_failure_fraction,
-        timeout_s=P.request_timeout_s, max_retries=P.max_retries, tokenizer=tokenizer, progress=P.progress)
+        timeout_s=P.request_timeout_s, max_retries=P.max_retries, tokenizer=tokenizer,
+        retry_failures=P.retry_failures, progress=P.progress)
     wall_s[name] = time.perf_counter() - t0
 display(pd.DataFrame({n: {"annotated now": s.n_annotated, "failed now": s.n_failed, "done before": s.n_skipped,
                           "wall_s": round(wall_s[n], 1), **{f"failed: {k}": v for k, v in s.failure_reasons.items()}}

@@ -5,6 +5,7 @@ functions notebook 01 plots."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -15,14 +16,24 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from fault_server import (
+    SENTENCE,
+    TEXT,
+    FakeChat,
+    assert_exactly_one_row_each,
+    read_out,
+    rows_for,
+    sorted_rows,
+)
 from matplotlib.figure import Figure
 
+from splitlib import notebook_params as nbp
 from splitlib import runs, tags
 from splitlib.annotate import (
     ANNOTATED,
@@ -35,6 +46,7 @@ from splitlib.annotate import (
     MatchConfig,
     RetryPolicy,
     annotate_all,
+    annotator_params,
     generic_steps,
     get_annotator,
     locate,
@@ -49,17 +61,16 @@ from splitlib.annotate import (
     score_against_oracle,
     score_rows,
 )
-from splitlib.annotate.llm import SNIPPET_CLOSE, SNIPPET_OPEN, TRACE_CLOSE, TRACE_OPEN, parse_snippets
+from splitlib.annotate.llm import SNIPPET_CLOSE, SNIPPET_OPEN, parse_snippets
 from splitlib.annotate.matching import best_window, best_window_reference, locate_reference
 from splitlib.annotate.surprisal import STEP_SPLITTERS, SurprisalConfig
 from splitlib.data import load_toy
+from splitlib.params import ParamError
 from splitlib.registry import UnknownNameError
 from splitlib.toy.world import generate, step_spans
 
 # =============================================================================================================
 # matcher
-SENTENCE = "The key insight is that four squared is sixteen, which is even."
-TEXT = "We start from x + 3 = 7. Subtracting three gives x = 4. " + SENTENCE + " Therefore the answer is 16."
 AT = TEXT.index(SENTENCE)
 
 
@@ -175,112 +186,8 @@ def test_fast_matcher_scores_few_windows_on_a_long_trace():
 
 
 # =============================================================================================================
-# a fault-injecting OpenAI-compatible chat server
-def toy_answer_trace(case: str) -> str:
-    return f"Case {case}. " + TEXT
-
-
-def snippet_reply(*snippets: str) -> str:
-    return "Here you go.\n" + "".join(f"{SNIPPET_OPEN}\n{s}\n{SNIPPET_CLOSE}\n" for s in snippets)
-
-
-class FakeChat:
-    """Chat completions on 127.0.0.1; each trace's replies are scripted by the case name in its first sentence.
-
-    Behaviours: ok, typo, absent, none (no markers), tagged_ok, altered (tagged, one character changed),
-    429, 401, 500, timeout (sleeps past the client timeout), malformed (invalid JSON), no_choices, drop
-    (closes the connection). A list scripts successive requests (the last one repeats).
-    """
-
-    def __init__(self, sleep_s: float = 2.0) -> None:
-        self.script: dict[str, list[str]] = {}
-        self.sleep_s = sleep_s
-        self.requests: list[tuple[str, float]] = []
-        self.auth: set[str] = set()
-        self._lock = threading.Lock()
-        self._count: dict[str, int] = {}
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.auth.add(self.headers.get("Authorization", ""))
-                prompt = body["messages"][-1]["content"]
-                case = re.search(r"Case (\w+)\.", prompt).group(1)
-                behaviour = fake.next_behaviour(case, body.get("temperature"))
-                fake.respond(self, behaviour, prompt)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def next_behaviour(self, case: str, temperature: float) -> str:
-        with self._lock:
-            n = self._count.get(case, 0)
-            self._count[case] = n + 1
-            self.requests.append((case, temperature))
-        plan = self.script[case]
-        return plan[min(n, len(plan) - 1)]
-
-    def reset(self) -> None:
-        with self._lock:
-            self._count.clear()
-            self.requests.clear()
-
-    def respond(self, handler: BaseHTTPRequestHandler, behaviour: str, prompt: str) -> None:
-        trace = prompt.split(f"{TRACE_OPEN}\n", 1)[1].rsplit(f"\n{TRACE_CLOSE}", 1)[0]
-        hard = trace.index(SENTENCE)
-        contents = {
-            "ok": snippet_reply(SENTENCE),
-            "typo": snippet_reply(SENTENCE.replace("insight", "insigth")),
-            "absent": snippet_reply("QQQQ ZZZZ 9999 #### @@@@", "!!!! %%%% ^^^^ &&&&"),
-            "none": "The hardest part is clearly the algebra.",
-            "tagged_ok": f"{TRACE_OPEN}\n{tags.apply_spans(trace, [(hard, hard + 10)])}\n{TRACE_CLOSE}",
-            "altered": f"{TRACE_OPEN}\n{tags.OPEN}{trace.replace('x = 4', 'x=4')}{tags.CLOSE}\n{TRACE_CLOSE}",
-        }
-        if behaviour in contents:
-            return self._send(handler, 200, json.dumps(completion(contents[behaviour])).encode())
-        if behaviour == "timeout":
-            time.sleep(self.sleep_s)
-            return self._send(handler, 200, json.dumps(completion(snippet_reply(SENTENCE))).encode())
-        if behaviour == "malformed":
-            return self._send(handler, 200, b'{"choices": [ not json')
-        if behaviour == "no_choices":
-            return self._send(handler, 200, b'{"id": "x", "object": "chat.completion"}')
-        if behaviour == "drop":
-            handler.close_connection = True
-            return None
-        status = int(behaviour)
-        self._send(handler, status, json.dumps({"error": {"message": "scripted", "code": status}}).encode())
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-        except OSError:  # the client gave up (timeout): nothing to answer
-            pass
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def completion(content: str) -> dict:
-    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-
+# the LLM annotator against the fault server (tests/fault_server.py)
+REPO = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-not-a-real-key-31337"
 FAST_RETRY = RetryPolicy(backoff_s=0.01, max_backoff_s=0.05)
 
@@ -300,23 +207,6 @@ def llm(fake, monkeypatch):
         return get_annotator("llm", base_url=fake.base_url, model="fake", api_key_env="FAKE_API_KEY", **params)
 
     return make
-
-
-def rows_for(cases: list[str]) -> list[dict]:
-    return [{"id": f"t-{c}", "question": f"question {c}", "answer": "16", "trace": toy_answer_trace(c)} for c in cases]
-
-
-def read_out(out: Path) -> tuple[list[dict], list[dict]]:
-    return runs.read_jsonl(out / ANNOTATED), runs.read_jsonl(out / FAILURES)
-
-
-def assert_exactly_one_row_each(rows: list[dict], out: Path) -> tuple[dict, dict]:
-    annotated, failures = read_out(out)
-    ids_a, ids_f = [r["id"] for r in annotated], [r["id"] for r in failures]
-    assert len(ids_a) == len(set(ids_a)) and len(ids_f) == len(set(ids_f)), "duplicate rows"
-    assert not set(ids_a) & set(ids_f), "an id in both files"
-    assert set(ids_a) | set(ids_f) == {r["id"] for r in rows}, "an input without a row"
-    return {r["id"]: r for r in annotated}, {r["id"]: r for r in failures}
 
 
 FAULT_SCRIPT = {
@@ -403,11 +293,6 @@ def run_to_completion(rows, annotator, out, **kw) -> None:
                  **kw)
 
 
-def sorted_rows(out: Path) -> tuple[list[dict], list[dict]]:
-    annotated, failures = read_out(out)
-    return sorted(annotated, key=lambda r: r["id"]), sorted(failures, key=lambda r: r["id"])
-
-
 RESUME_SCRIPT = {f"c{i}": [["ok", "typo", "absent", "none", "500", "noneThenOk"][i % 6]] for i in range(18)}
 RESUME_SCRIPT = {k: (["none", "ok"] if v == ["noneThenOk"] else v) for k, v in RESUME_SCRIPT.items()}
 
@@ -484,7 +369,7 @@ def test_resuming_with_other_annotator_settings_is_refused(fake, llm, tmp_path):
     fake.script = {"ok": ["ok"]}
     rows = rows_for(["ok"])
     run_to_completion(rows, llm(), tmp_path)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings.*target_fraction: 0\.2 -> 0\.3.*new run name"):
         run_to_completion(rows, llm(target_fraction=0.3), tmp_path)
 
 
@@ -497,6 +382,97 @@ def test_resuming_over_rows_of_a_changed_trace_is_refused_before_any_request(fak
     with pytest.raises(ValueError, match="other text than the trace of the same id"):
         run_to_completion(changed, llm(), tmp_path)
     assert fake.requests == []  # refused before any annotation work
+
+
+def test_the_served_model_name_set_in_notebook_parameters_reaches_the_server(fake, tmp_path):
+    fake.script = {"ok": ["ok"]}
+    for params in ({"base_url": fake.base_url, "model": "my-served-model"},
+                   {"preset": "paper", "base_url": fake.base_url, "model": "my-served-model"}):  # overrides a preset
+        P = load_01(tmp_path, annotator="llm", annotator_params=params, api_key_env=None)
+        kwargs = annotator_params(P.annotator, P.annotator_params, target_fraction=P.target_fraction,
+                                  api_key_env=P.api_key_env, small_model="outputs/x/models/small")
+        if "preset" in params:
+            kwargs["api_key_env"] = None  # a keyless local server in place of the preset's
+        fake.reset()
+        get_annotator(P.annotator, **kwargs).annotate(rows_for(["ok"])[0], FAST_RETRY)
+        assert fake.models == ["my-served-model"]
+
+
+def load_01(tmp_path: Path, **changes):
+    """Notebook 01's parameters: the toy profile's file with ``changes``, validated as `splitreason run` does."""
+    values = {**yaml.safe_load((REPO / "params" / "toy" / "01_annotate.yaml").read_text()), **changes}
+    path = tmp_path / "01_annotate.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return nbp.load_yaml("01_annotate", path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"annotator_params": {"steps": "toy", "bogus": 1}}, r"unknown parameter\(s\) annotator_params\.bogus"),
+    ({"annotator_params": {"steps": "toy", "batch_size": "64"}}, r"annotator_params\.batch_size='64': expected int"),
+    ({"annotator_params": {"aggregate": "median"}}, r"annotator_params\.aggregate='median': expected one of"),
+    ({"annotator_params": {"model": "x"}}, r"without \['model'\].*small_model"),
+    ({"annotator": "llm", "annotator_params": {"preset": "paper", "temperatures": [0, "hot"]}},
+     r"annotator_params\.temperatures\[1\]='hot'"),
+    ({"annotator": "llm", "annotator_params": {"preset": "papr"}}, r"unknown llm preset 'papr'; allowed: paper"),
+    ({"annotator": "llm", "annotator_params": {"base_url": "http://127.0.0.1:1/v1"}},
+     r"annotator_params\.model is missing"),
+    ({"annotator": "llm", "annotator_params": {"preset": "paper", "match": {"min_ratio": "high"}}},
+     r"annotator_params\.match\.min_ratio='high'"),
+    ({"annotator": "oracle", "annotator_params": {"steps": "toy"}}, r"annotator_params\.steps.*no settings"),
+], ids=["unknown", "ill_typed", "bad_choice", "surprisal_model", "temperature", "preset", "llm_no_model",
+        "nested_match", "oracle"])
+def test_annotator_params_are_checked_when_the_parameter_file_loads(tmp_path, changes, message):
+    with pytest.raises(ParamError, match=message):
+        load_01(tmp_path, **changes)
+
+
+def test_llm_annotator_params_with_a_served_model_name_are_accepted(tmp_path):
+    P = load_01(tmp_path, annotator="llm", annotator_params={"preset": "paper", "model": "deepseek-reasoner"},
+                retry_failures=True)
+    assert P.annotator_params["model"] == "deepseek-reasoner" and P.retry_failures is True
+
+
+# provenance: a resume that would mix rows made otherwise is refused, saying what changed
+def test_resuming_with_another_served_model_or_prompt_is_refused_naming_it(fake, llm, tmp_path):
+    fake.script = {"ok": ["ok"]}
+    rows = rows_for(["ok"])
+    run_to_completion(rows, llm(), tmp_path)
+    stats = json.loads((tmp_path / STATS).read_text())
+    assert stats["annotator"]["model"] == "fake" and len(stats["annotator"]["prompt_sha256"]) == 16
+    with pytest.raises(ValueError, match=r"model: fake -> other.*delete .*01_annotate/"):
+        run_to_completion(rows, get_annotator("llm", base_url=fake.base_url, model="other",
+                                              api_key_env="FAKE_API_KEY"), tmp_path)
+    template = "Mark the hard parts ({percent}%, {n_chars} chars):\n[[TRACE]]\n{trace}\n[[/TRACE]]"
+    with pytest.raises(ValueError, match=r"prompt_sha256: \w{16} -> \w{16}"):
+        run_to_completion(rows, llm(prompt_template=template), tmp_path)
+    with pytest.raises(ValueError, match=r"offload_tokenizer_hash: null -> \w{16}"):
+        run_to_completion(rows, llm(), tmp_path, tokenizer=_tokenizer_stub())
+    run_to_completion(rows, llm(), tmp_path)  # the same provenance resumes
+
+
+def _tokenizer_stub():
+    class Stub:
+        chat_template = None
+
+        def get_vocab(self):
+            return {"a": 0, "b": 1}
+
+    return Stub()
+
+
+def test_resuming_with_other_small_model_weights_is_refused_naming_them(tiny_models, toy_tokenizer, toy_rows,
+                                                                        tmp_path):
+    def make(model):
+        return get_annotator("surprisal", model=model, tokenizer=toy_tokenizer, steps="toy")
+
+    annotate_all(toy_rows[:2], make(tiny_models["small"]), tmp_path, progress=False)
+    recorded = json.loads((tmp_path / STATS).read_text())["annotator"]
+    assert len(recorded["model_hash"]) == 16 and len(recorded["tokenizer_hash"]) == 16
+    retrained = copy.deepcopy(tiny_models["small"])
+    with torch.no_grad():
+        next(retrained.parameters()).add_(1e-3)  # same folder name, other weights (notebook 00 ran again)
+    with pytest.raises(ValueError, match=r"model_hash: \w{16} -> \w{16}"):
+        annotate_all(toy_rows, make(retrained), tmp_path, progress=False)
 
 
 # =============================================================================================================
@@ -554,7 +530,7 @@ def test_registry_names_and_errors(monkeypatch):
         get_annotator("gpt5")
     with pytest.raises(UnknownNameError, match="unknown llm preset 'papr'; allowed: paper"):
         get_annotator("llm", preset="papr")
-    with pytest.raises(TypeError, match="bogus"):
+    with pytest.raises(ParamError, match="unknown parameter.*bogus"):
         get_annotator("llm", base_url="http://127.0.0.1:1/v1", model="m", bogus=1)
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     with pytest.raises(ValueError, match="DEEPSEEK_API_KEY"):

@@ -4,7 +4,10 @@ logically difficult parts of a trace as verbatim snippets, which are located in 
 Requests use temperature 0, then 0.3 and 0.6 when an answer is unusable (no snippets, none found). Transport
 faults (HTTP 429 / 5xx / 408 / 409, timeouts, connection errors, unreadable replies) are retried with
 exponential backoff and seeded jitter; the OpenAI client's own retries are off so that this policy is the only
-one. The API key is read from the environment variable NAMED by ``api_key_env`` and kept only in the client.
+one. ``timeout_s`` is a deadline on the whole request (connecting, waiting, reading the reply), held by giving
+each request its own HTTP client that a timer aborts (``transport``). A cancelled run (``RetryPolicy.cancel``)
+ends the retry waits and aborts the requests in flight. The API key is read from the environment variable NAMED
+by ``api_key_env`` and kept only in the client.
 
 ``response_format="tagged"`` is an alternative to snippets: the LLM returns the whole trace with the tags
 inserted, accepted only when removing the tags gives the original byte for byte ("text_altered" otherwise).
@@ -19,6 +22,7 @@ import logging
 import os
 import random
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,15 +31,18 @@ import openai
 
 from splitlib import tags
 from splitlib.annotate.base import (
+    ANNOTATOR_CONFIGS,
     ANNOTATORS,
     Annotation,
     AnnotationFailure,
+    Cancelled,
     RetryPolicy,
     Row,
     check_fraction,
 )
 from splitlib.annotate.matching import MatchConfig, locate_snippets
-from splitlib.params import build_config
+from splitlib.annotate.transport import DeadlineClient
+from splitlib.params import ParamError, build
 from splitlib.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -96,7 +103,7 @@ _TRACE_RE = re.compile(
 @dataclass(frozen=True)
 class LLMConfig:
     base_url: str  # OpenAI-compatible endpoint, e.g. "https://api.deepseek.com" or "http://127.0.0.1:8000/v1"
-    model: str
+    model: str  # the name the server serves the model under ("deepseek-chat"; vLLM: --served-model-name)
     api_key_env: str | None = None  # NAME of the environment variable holding the key; None for keyless servers
     target_fraction: float = 0.20  # share of the trace to select (PAPER_FACTS §4)
     temperatures: tuple[float, ...] = (0.0, 0.3, 0.6)  # first request, then retries after unusable answers
@@ -194,6 +201,7 @@ class LLMAnnotator:
         self.cfg = cfg
         self._client = client if client is not None else openai.OpenAI(
             base_url=cfg.base_url, api_key=_api_key(cfg.api_key_env), max_retries=0)
+        self._tls = _tls_context()  # shared by the per-request HTTP clients (building one per client costs ~25 ms)
 
     @property
     def template(self) -> str:
@@ -248,23 +256,45 @@ class LLMAnnotator:
         return tuple(found.spans), details
 
     def _complete(self, prompt: str, temperature: float, retry: RetryPolicy, rng: random.Random) -> str:
-        """One answer, retrying transport faults; raises AnnotationFailure("<kind>_exhausted" / "http_<status>")."""
+        """One answer, retrying transport faults; raises AnnotationFailure("<kind>_exhausted" / "http_<status>"),
+        or ``Cancelled`` as soon as the run is stopped."""
         for attempt in range(retry.max_retries + 1):
+            if retry.cancel.is_set():
+                raise Cancelled
             try:
-                return self._request(prompt, temperature, retry.timeout_s)
+                return self._request(prompt, temperature, retry)
             except _Transient as fault:
                 if attempt == retry.max_retries:
                     reason = fault.kind if fault.kind == "malformed_response" else f"{fault.kind}_exhausted"
                     raise AnnotationFailure(reason, requests=attempt + 1) from None
                 wait = backoff_s(attempt, retry, rng, fault.retry_after_s)
                 log.debug("%s; retry %d in %.2f s", fault.kind, attempt + 1, wait)
-                retry.sleep(wait)
+                retry.pause(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _request(self, prompt: str, temperature: float, timeout_s: float) -> str:
-        """The reply text; raises _Transient for retryable faults, AnnotationFailure for other HTTP errors."""
+    def _request(self, prompt: str, temperature: float, retry: RetryPolicy) -> str:
+        """The reply text within ``retry.timeout_s`` in total; raises _Transient for retryable faults (the deadline
+        passing is "timeout"), AnnotationFailure for other HTTP errors, Cancelled when the run is stopped."""
+        if not hasattr(self._client, "with_options"):  # an injected client without per-request HTTP clients
+            return self._call(self._client, prompt, temperature, retry.timeout_s)
+        with DeadlineClient(retry.timeout_s, self._http_client) as deadline, retry.cancel.on_cancel(deadline.abort):
+            try:
+                return self._call(self._client.with_options(http_client=deadline.http), prompt, temperature,
+                                  retry.timeout_s)
+            except _Transient:
+                if retry.cancel.is_set():
+                    raise Cancelled from None
+                if deadline.expired:
+                    raise _Transient("timeout") from None
+                raise
+
+    def _http_client(self, **kwargs: Any) -> Any:
+        """A fresh HTTP client for one request (its sockets are that request's alone)."""
+        return openai.DefaultHttpxClient(verify=self._tls, **kwargs)
+
+    def _call(self, client: Any, prompt: str, temperature: float, timeout_s: float) -> str:
         try:
-            response = self._client.chat.completions.create(
+            response = client.chat.completions.create(
                 model=self.cfg.model, messages=[{"role": "user", "content": prompt}], temperature=temperature,
                 max_tokens=self.cfg.max_response_tokens, timeout=timeout_s)
             return reply_text(response)
@@ -280,6 +310,18 @@ class LLMAnnotator:
             raise _Transient("malformed_response") from None
 
 
+def _tls_context() -> ssl.SSLContext:
+    """The CA bundle the HTTP library would load: $SSL_CERT_FILE, else certifi's, else the system's."""
+    cafile = os.environ.get("SSL_CERT_FILE")
+    if cafile is None:
+        try:
+            import certifi  # installed with the OpenAI client's HTTP library
+        except ImportError:
+            return ssl.create_default_context()
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile)
+
+
 def _api_key(env_name: str | None) -> str:
     if env_name is None:
         return "EMPTY"  # keyless servers (a local vLLM) still need a non-empty string
@@ -290,16 +332,24 @@ def _api_key(env_name: str | None) -> str:
     return key
 
 
-@ANNOTATORS.register("llm")
-def make_llm(preset: str | None = None, client: Any = None, **params: Any) -> LLMAnnotator:
-    """``get_annotator("llm", preset="paper")`` or explicit ``base_url``/``model``/``api_key_env``/…;
-    ``client`` replaces the OpenAI client (anything with ``chat.completions.create``)."""
+@ANNOTATOR_CONFIGS.register("llm")
+def llm_config(params: Mapping[str, Any], prefix: str = "") -> LLMConfig:
+    """``LLMConfig`` from a preset (``preset: paper``) overridden by explicit settings (``model`` included)."""
+    params = dict(params)
+    preset = params.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise ParamError(f"parameter {prefix}preset={preset!r}: expected one of {', '.join(LLM_PRESETS.names())}")
     merged = {**(LLM_PRESETS[preset] if preset is not None else {}), **params}
     for key in ("base_url", "model"):
         if not merged.get(key):
-            raise ValueError(f"llm annotator needs {key!r} (or preset='paper')")
-    if isinstance(merged.get("match"), Mapping):
-        merged["match"] = build_config(MatchConfig, merged["match"], "llm annotator 'match'")
-    if "temperatures" in merged:
-        merged["temperatures"] = tuple(merged["temperatures"])
-    return LLMAnnotator(build_config(LLMConfig, merged, "llm annotator"), client=client)
+            raise ParamError(f"parameter {prefix}{key} is missing: the llm annotator needs {key!r} "
+                             f"(or preset: {' / '.join(LLM_PRESETS.names())})")
+    return build(LLMConfig, merged, prefix)
+
+
+@ANNOTATORS.register("llm")
+def make_llm(client: Any = None, **params: Any) -> LLMAnnotator:
+    """``get_annotator("llm", preset="paper")`` or explicit ``base_url``/``model``/``api_key_env``/… (a preset's
+    values can be overridden, e.g. ``model``); ``client`` replaces the OpenAI client (anything with
+    ``chat.completions.create``; the per-request deadline needs ``with_options``, as ``openai.OpenAI`` has)."""
+    return LLMAnnotator(llm_config(params), client=client)

@@ -1,16 +1,18 @@
-"""Annotate many traces, crash-safe and resumable.
+"""Annotate many traces, crash-safe, resumable, and stoppable.
 
 Every input id ends as exactly one row in ``annotated.jsonl`` or ``failures.jsonl`` (fsync'd appends of whole
 lines, written from one thread). A re-run skips ids present in either file, so a killed run resumes with neither
 duplicates nor gaps. Each annotation is checked against THE INVARIANT before it is written: the tagged text with
 its tags removed is the original byte for byte, and its spans are flat and sorted; one that breaks it becomes a
-failure with its reason, never a silent repair. ``annotator.json`` records the annotator's settings; resuming
-with different settings is refused (mixed annotations would be mislabelled).
+failure with its reason, never a silent repair. ``annotator.json`` records the rows' provenance (``resume``);
+resuming with a different one is refused, saying what changed.
+
+Ctrl-C (or any exception in the writing loop) stops a run within moments: the retry waits end, the requests in
+flight are aborted, queued work is dropped, and every row finished before is already on disk.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,12 +27,21 @@ from tqdm.auto import tqdm
 
 from splitlib import runs, tags
 from splitlib.annotate.analysis import offload_token_fraction
-from splitlib.annotate.base import Annotation, AnnotationFailure, Annotator, RetryPolicy, Row
+from splitlib.annotate.base import Annotation, AnnotationFailure, Annotator, Cancelled, CancelSwitch, RetryPolicy, Row
+from splitlib.annotate.resume import (
+    ANNOTATED,
+    FAILURES,
+    check_provenance,
+    check_same_traces,
+    forget_failures,
+    provenance_record,
+)
 
 log = logging.getLogger(__name__)
 
-ANNOTATED, FAILURES, STATS, SETTINGS = "annotated.jsonl", "failures.jsonl", "stats.json", "annotator.json"
+STATS = "stats.json"
 REQUIRED_FIELDS = ("id", "question", "answer", "trace")
+_POLL_S = 0.5  # the writing loop wakes at least this often, so that Ctrl-C is seen even while nothing finishes
 
 
 class AnnotationAborted(RuntimeError):
@@ -95,6 +106,8 @@ def _safe_annotate(annotator: Annotator, row: Row, retry: RetryPolicy) -> Annota
         return annotator.annotate(row, retry)
     except AnnotationFailure as failure:
         return failure
+    except Cancelled:  # the run stopped: this trace stays pending, nothing is recorded
+        raise
     except Exception:  # a bug or an unexpected library error: recorded, logged with its traceback, run goes on
         log.exception("annotator %s crashed on trace %s", annotator.name, row["id"])
         return AnnotationFailure("internal_error")
@@ -102,23 +115,31 @@ def _safe_annotate(annotator: Annotator, row: Row, retry: RetryPolicy) -> Annota
 
 def _threaded(rows: Sequence[Row], annotator: Annotator, retry: RetryPolicy,
               concurrency: int) -> Iterator[tuple[Row, Annotation | AnnotationFailure]]:
-    """Results in completion order with at most ``concurrency`` requests in flight."""
+    """Results in completion order with at most ``concurrency`` requests in flight. Closed early (Ctrl-C, an
+    abort, a crash in the caller), it cancels: retry waits end, requests in flight are aborted, queued work is
+    dropped, and it returns without waiting for the workers."""
     todo = iter(rows)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="annotate") as pool:
-        running: dict[Future, Row] = {}
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="annotate")
+    running: dict[Future, Row] = {}
 
-        def submit_next() -> None:
-            row = next(todo, None)
-            if row is not None:
-                running[pool.submit(_safe_annotate, annotator, row, retry)] = row
+    def submit_next() -> None:
+        row = next(todo, None)
+        if row is not None:
+            running[pool.submit(_safe_annotate, annotator, row, retry)] = row
 
+    try:
         for _ in range(concurrency):
             submit_next()
         while running:
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished, _ = wait(running, timeout=_POLL_S, return_when=FIRST_COMPLETED)
             for future in finished:
                 yield running.pop(future), future.result()
                 submit_next()
+    finally:
+        if running:
+            log.warning("stopping: %d traces in flight are dropped (a re-run annotates them)", len(running))
+            retry.cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _batched(rows: Sequence[Row], annotator: Any) -> Iterator[tuple[Row, Annotation | AnnotationFailure]]:
@@ -144,51 +165,20 @@ def _validate_inputs(traces: Sequence[Row]) -> None:
         seen.add(row["id"])
 
 
-def _check_settings(out: Path, annotator: Annotator) -> dict[str, Any]:
-    settings = json.loads(json.dumps(annotator.describe(), default=str))
-    path = out / SETTINGS
-    if path.exists():
-        before = json.loads(path.read_text())
-        if before != settings:
-            raise ValueError(f"{out} holds annotations made with other settings ({path}): {before} vs now "
-                             f"{settings}; use a new output folder, or delete the old files to start over")
-    else:
-        runs.atomic_write_json(path, settings)
-    return settings
-
-
-def _check_same_traces(out: Path, traces: Sequence[Row]) -> None:
-    """Resuming is keyed by id: refuse rows already in ``out`` whose trace differs from today's trace of that id
-    (the data was regenerated since), instead of silently keeping annotations of other text."""
-    by_id = {r["id"]: r["trace"] for r in traces}
-    stale = [r["id"] for r in runs.read_jsonl(out / ANNOTATED) if by_id.get(r["id"], r["trace"]) != r["trace"]]
-    if stale:
-        raise ValueError(f"{len(stale)} rows in {out / ANNOTATED} annotate other text than the trace of the same id "
-                         f"now (e.g. {stale[0]!r}): the data changed since they were written; use a new output "
-                         f"folder, or delete {out} to start over")
-
-
-def _forget_failures(out: Path, ids: set) -> int:
-    """Drop failure rows of ``ids`` (atomically) so they are attempted again; returns how many."""
-    rows = runs.read_jsonl(out / FAILURES)
-    keep = [r for r in rows if r["id"] not in ids]
-    if len(keep) != len(rows):
-        runs.write_jsonl(out / FAILURES, keep)
-    return len(rows) - len(keep)
-
-
 def annotate_all(traces: Sequence[Row], annotator: Annotator, out_dir: str | Path, *, concurrency: int = 8,
                  max_failure_fraction: float = 0.5, min_items: int = 20, timeout_s: float = 300.0,
                  max_retries: int = 5, retry: RetryPolicy | None = None, tokenizer: Any = None,
                  retry_failures: bool = False, progress: bool = True) -> RunSummary:
     """Annotate every trace not yet in ``out_dir``; write rows, failures and ``stats.json``.
 
-    Resuming is keyed by id; rows already there whose trace differs from today's are refused (``ValueError``).
+    Resuming is keyed by id; rows already there whose trace differs from today's, or a folder whose provenance
+    (``annotator.json``) differs from this run's, are refused (``ValueError``) before any work.
 
     ``concurrency``: requests in flight (annotators without ``annotate_batch``); ``max_failure_fraction``: abort
     (``AnnotationAborted``) once at least ``min_items`` traces were processed in this run and more than this share
     failed; ``timeout_s``/``max_retries``: per request (override the rest of the policy with ``retry``);
     ``tokenizer``: also record ``offload_token_fraction``; ``retry_failures``: attempt earlier failures again.
+    Ctrl-C returns within moments, leaving the folder ready to resume.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency={concurrency}: expected >= 1")
@@ -198,11 +188,12 @@ def annotate_all(traces: Sequence[Row], annotator: Annotator, out_dir: str | Pat
     _validate_inputs(traces)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _check_settings(out, annotator)
-    _check_same_traces(out, traces)
-    retry = replace(retry or RetryPolicy(), timeout_s=timeout_s, max_retries=max_retries)
+    settings = provenance_record(annotator, tokenizer)
+    check_provenance(out, settings)
+    check_same_traces(out, traces)
+    retry = replace(retry or RetryPolicy(), timeout_s=timeout_s, max_retries=max_retries, cancel=CancelSwitch())
     if retry_failures:
-        log.info("retrying %d earlier failures", _forget_failures(out, {r["id"] for r in traces}))
+        log.info("retrying %d earlier failures", forget_failures(out, {r["id"] for r in traces}))
     done = runs.done_keys(out / ANNOTATED, "id") | runs.done_keys(out / FAILURES, "id")
     pending = [r for r in traces if r["id"] not in done]
     log.info("%d traces: %d done before, %d to annotate", len(traces), len(traces) - len(pending), len(pending))
@@ -212,7 +203,7 @@ def annotate_all(traces: Sequence[Row], annotator: Annotator, out_dir: str | Pat
         results = _threaded(pending, annotator, retry, concurrency)
     reasons: Counter[str] = Counter()
     n_ok = 0
-    # closing: on an abort or a crash the worker pool is shut down now, not whenever the generator is collected
+    # closing: on Ctrl-C, an abort or a crash the work in flight is cancelled now, not when the generator is collected
     with closing(results), tqdm(total=len(pending), desc=f"annotate ({annotator.name})", disable=not progress) as bar:
         for row, result in results:
             name, record = output_row(row, result, annotator.name, tokenizer)

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from splitlib import prompts, tags
+from splitlib import prompts, provenance, tags
 from splitlib.annotate.base import (
+    ANNOTATOR_CONFIGS,
     ANNOTATORS,
     Annotation,
     AnnotationFailure,
@@ -27,8 +31,9 @@ from splitlib.annotate.base import (
     Row,
     Span,
     check_fraction,
+    tokenizer_hash,
 )
-from splitlib.params import build_config
+from splitlib.params import build
 from splitlib.registry import Registry
 from splitlib.toy.world import step_spans as toy_steps
 
@@ -136,7 +141,12 @@ class SurprisalAnnotator:
         cfg = dataclasses.asdict(self.cfg)
         for key in ("batch_size", "max_batch_tokens", "device"):  # speed settings, not results
             cfg.pop(key)
-        return {"name": self.name, "model": str(self.model.config.name_or_path), **cfg}
+        return {"name": self.name, "model": str(self.model.config.name_or_path), **cfg, **self._hashes}
+
+    @cached_property
+    def _hashes(self) -> dict[str, str]:
+        """What decides the losses besides the settings: the weights and the tokenizer (hashed once)."""
+        return {"model_hash": weights_hash(self.model), "tokenizer_hash": tokenizer_hash(self.tokenizer)}
 
     def annotate(self, row: Row, retry: RetryPolicy | None = None) -> Annotation:
         result = self.annotate_batch([row])[0]
@@ -210,6 +220,19 @@ class SurprisalAnnotator:
         return Annotation(spans=tuple(spans), details={"n_steps": len(steps), "n_marked_steps": n_marked})
 
 
+def weights_hash(model: PreTrainedModel) -> str:
+    """sha256 (16 hex digits) of a model's weights: ``provenance.model_hash`` of the folder or hub id it was loaded
+    from (cached by file size and time), else of its parameters and buffers in memory."""
+    ref = str(getattr(model.config, "name_or_path", "") or "")
+    if ref and (Path(ref).joinpath("config.json").is_file() or not Path(ref).exists()):
+        return provenance.model_hash(ref)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + b"\0")
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _load(model: str | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | str | None,
           cfg: SurprisalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if isinstance(model, str):
@@ -220,10 +243,15 @@ def _load(model: str | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | str
     return model, tokenizer
 
 
+@ANNOTATOR_CONFIGS.register("surprisal")
+def surprisal_config(params: Mapping[str, Any], prefix: str = "") -> SurprisalConfig:
+    return build(SurprisalConfig, params, prefix)
+
+
 @ANNOTATORS.register("surprisal")
 def make_surprisal(model: str | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | str | None = None,
                    **params: Any) -> SurprisalAnnotator:
     """``model``: a causal LM directory / hub id, or a loaded model; ``tokenizer``: defaults to the model's."""
-    cfg = build_config(SurprisalConfig, params, "surprisal annotator")
+    cfg = surprisal_config(params)
     loaded, tok = _load(str(model) if not isinstance(model, PreTrainedModel) else model, tokenizer, cfg)
     return SurprisalAnnotator(cfg, loaded, tok)

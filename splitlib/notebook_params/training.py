@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from splitlib.notebook_params.common import Common, check_optional_positive
-from splitlib.params import check
+from splitlib.params import ParamError, check
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -35,14 +35,15 @@ class AnnotateParams(Common):
     openr1: OpenR1Spec  # dataset: openr1 only
     n_traces: int | None  # annotate the first n traces; null = all
     annotator: Literal["surprisal", "llm", "oracle"]  # splitlib.annotate registry: small-model loss, an LLM API, toy truth
-    annotator_params: dict[str, Any]  # passed to get_annotator (surprisal: steps, aggregate, unit, batch_size…; llm: preset, base_url, model, temperatures…)
+    annotator_params: dict[str, Any]  # passed to get_annotator (surprisal: steps, aggregate, unit, batch_size…; llm: preset, base_url, model (the served name), temperatures…)
     target_fraction: float  # share of each trace to mark (paper: 0.2; toy: the hard-step share)
     small_model: str | None  # surprisal model and tokenizer for token fractions; null = outputs/<run>/models/small
     api_key_env: str | None  # llm: NAME of the environment variable holding the API key (never the key); null = preset's or keyless
     concurrency: int  # llm: requests in flight
-    request_timeout_s: float  # llm: per request
+    request_timeout_s: float  # llm: deadline per request (connecting, waiting and reading the whole reply)
     max_retries: int  # llm: retries per request on 429/5xx/timeouts (exponential backoff)
     max_failure_fraction: float  # abort when more than this share of traces fails (1 = never)
+    retry_failures: bool  # attempt again the traces that failed in an earlier run of this folder
     sft_source: Literal["annotator", "oracle"]  # what annotated.jsonl (the SFT input) holds; oracle: toy only
     n_render: int  # annotated traces rendered with their spans highlighted
     position_bins: int  # bins of the position profile (paper Fig. 7: 200)
@@ -51,9 +52,12 @@ class AnnotateParams(Common):
         super().__post_init__()
         check(self.n_traces is None or self.n_traces >= 1, "n_traces", self.n_traces, "null (all) or an integer >= 1")
         check(0 < self.target_fraction < 1, "target_fraction", self.target_fraction, "a fraction in (0, 1), e.g. 0.2")
-        reserved = sorted({"target_fraction", "model", "tokenizer", "api_key_env", "client"} & set(self.annotator_params))
+        # parameters of their own (llm's `model` is the served name, a setting; surprisal's is small_model)
+        own = {"target_fraction", "tokenizer", "api_key_env", "client"} | ({"model"} if self.annotator != "llm" else set())
+        reserved = sorted(own & set(self.annotator_params))
         check(not reserved, "annotator_params", self.annotator_params,
-              f"annotator settings without {reserved} (those are parameters of their own)")
+              f"annotator settings without {reserved} (parameters of their own: target_fraction, api_key_env, "
+              "small_model for surprisal's model)")
         check(self.api_key_env is None or bool(_ENV_NAME.fullmatch(self.api_key_env)), "api_key_env", "<hidden>",
               "the NAME of an environment variable (letters, digits, _), never the key itself")
         check(self.annotator != "oracle" or self.dataset == "toy", "annotator", self.annotator, "oracle only with dataset: toy")
@@ -64,6 +68,21 @@ class AnnotateParams(Common):
         check(0 <= self.max_failure_fraction <= 1, "max_failure_fraction", self.max_failure_fraction, "a fraction in [0, 1]")
         check(self.n_render >= 0, "n_render", self.n_render, "an integer >= 0")
         check(self.position_bins >= 1, "position_bins", self.position_bins, "an integer >= 1")
+        self._check_annotator_settings()
+
+    def _check_annotator_settings(self) -> None:
+        """Build the annotator's settings from ``annotator_params`` as notebook 01 will (no model loaded, no server
+        contacted), so that an unknown or ill-typed key fails here, named, not minutes into a run."""
+        from splitlib.annotate import annotator_config, annotator_params  # imported here: the annotators load torch
+
+        merged = annotator_params(self.annotator, self.annotator_params, target_fraction=self.target_fraction,
+                                  api_key_env=self.api_key_env)
+        try:
+            annotator_config(self.annotator, merged, prefix="annotator_params.")
+        except ParamError:
+            raise
+        except (ValueError, TypeError) as err:  # a check inside the settings (e.g. an unknown preset)
+            raise ParamError(f"parameter annotator_params={self.annotator_params!r}: {err}") from None
 
 
 @dataclass(frozen=True)
