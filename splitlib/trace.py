@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from splitlib import tags
+
 Model = Literal["small", "big"]
 # Why a segment ended: the small model asked for the big one ("handoff"), the small model took control back
 # ("takeback"), the per-offload cap closed a span ("offload_cap"), end of sequence ("eos"), the total cap
@@ -61,8 +63,6 @@ class Trace:
     @property
     def offload_char_fraction(self) -> float:
         """Characters written by the big model over all characters of the generation without tags."""
-        from splitlib import tags
-
         plain = len(tags.strip_tags(self.text))
         big = sum(len(s.text) for s in self.segments if s.model == "big")
         return big / plain if plain else 0.0

@@ -250,16 +250,6 @@ def resolve_model(model: str | Path) -> str:
     return text
 
 
-class Timer:
-    """Wall seconds since construction."""
-
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
-
-
 @dataclass
 class Queue:
     """FIFO of submitted ops with their submit times (shared by the backends)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splitlib import runs
+from splitlib import data, runs
 
 # first folder of a model reference inside a run directory -> the notebook that writes it
 MODEL_MADE_BY = {"models": "notebooks/00_models.ipynb", "02_sft": "notebooks/02_sft.ipynb",
@@ -28,6 +28,4 @@ def resolve_model_ref(run: str | Path, ref: str) -> str:
 def load_problems(run: str | Path, benchmark: str, source: str, limit: int | None = None) -> list[dict]:
     """Evaluation problems: the toy world's ``source`` is a file inside the run directory (``data/test.jsonl``);
     other benchmarks take a hub id or a local copy (``splitlib.data.load_benchmark``)."""
-    from splitlib import data
-
     return data.load_benchmark(benchmark, Path(run) / source if benchmark == "toy" else source, limit=limit)

@@ -20,6 +20,10 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 
+from splitlib import grading, prompts, tags
+from splitlib.sampling import GREEDY
+from splitlib.toy.world import step_spans
+
 Engine = Literal["generate", "hf", "vllm"]
 
 
@@ -94,7 +98,6 @@ def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_
     if engine == "generate":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from splitlib import prompts
         from splitlib.toy.diagnostics import greedy_generations
 
         tok = AutoTokenizer.from_pretrained(model_dir)
@@ -103,7 +106,6 @@ def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_
         return greedy_generations(model, tok, texts, max_new_tokens, batch_size, progress)
     if engine in ("hf", "vllm"):
         from splitlib.decoder_service import DecoderService, Route
-        from splitlib.sampling import GREEDY
 
         service = DecoderService(kind=engine, progress=progress)
         # greedy and small_only draw nothing at random, so the seeds (the engine's problem keys) change no token
@@ -118,7 +120,6 @@ def generation_records(problems: Sequence[Mapping[str, Any]], generations: Seque
     """One record per generation: problem ``id``, the ``generation``, whether its tags are ``balanced``, ``n_tags``
     (``<bigmodel>`` count), ``offload_char_fraction`` (None when unbalanced) and whether its answer is ``correct``
     (graded against the problem's ``answer``)."""
-    from splitlib import grading, tags
 
     records = []
     for p, g in zip(problems, generations, strict=True):
@@ -149,8 +150,6 @@ def toy_tag_alignment(generations: Sequence[str]) -> dict[str, Any]:
     hard step), ``clause_recall`` (bonus clauses lying wholly inside a tagged span) and ``exact_fraction`` (tagged
     spans that are exactly a bonus clause); None where nothing was tagged or no clause was written. Malformed
     generations are left out (``n_scored`` counts the rest)."""
-    from splitlib import tags
-    from splitlib.toy.world import step_spans
 
     n_spans = n_overlap = n_exact = n_clauses = n_covered = n_scored = 0
     for g in generations:
