@@ -32,7 +32,7 @@
 # |---|---|
 # | inputs | none |
 # | outputs | `outputs/<run>/data/{train,test}.jsonl`, `outputs/<run>/models/{small,big}/`, `outputs/<run>/00_models/{metrics.json, gap.png, pretrain.png}` |
-# | runtime | smoke < 1 min · toy ≈ 7 min (2 CPU cores; measured 416 s, pretraining 6 min) · paper: seconds (config check) |
+# | runtime | smoke < 1 min · toy ≈ 5–7 min (2 CPU cores; measured 297 s in a fresh clone, pretraining most of it) · paper: seconds (config check) |
 
 # %%
 import logging
