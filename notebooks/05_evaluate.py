@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown
 
-from splitlib import decoder_service, evaluate as ev, plots, runlock, runs
+from splitlib import decoder_service, evaluate as ev, plots, provenance, runlock, runs
 from splitlib.evaluate import baselines
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -107,7 +107,8 @@ P
 rs_metrics = json.loads(runs.require(run / "04_random_switch" / "metrics.json",
                                      made_by="notebooks/04_random_switch.ipynb").read_text())
 rs_rows = ev.read_samples(run / "04_random_switch" / "samples.jsonl")
-baselines.check_same_setup(rs_metrics, proto, problems)
+baselines.check_same_setup(rs_metrics, proto, problems,  # same protocol, problems and model weights
+                           {r: provenance.model_hash(model_dirs[k]) for r, k in (("small", "base"), ("big", "big"))})
 
 # %% [markdown]
 # ## 1 · Small alone, big alone, and split decoding with each trained checkpoint

@@ -159,7 +159,12 @@ class DecoderService:
         if ref is None:
             return None
         opts = self.backend_opts.get(str(ref), {}) if isinstance(ref, str | Path) else {}
-        return {"kind": self.kinds[role], "options": {k: v for k, v in opts.items() if k not in CAPACITY_OPTIONS}}
+        record = {"kind": self.kinds[role], "options": {k: v for k, v in opts.items() if k not in CAPACITY_OPTIONS}}
+        if self.kinds[role] != "openai":  # a local engine: CPU and GPU kernels differ, so the device counts too
+            import torch
+
+            record["device"] = opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        return record
 
     def preload(self, routes: Sequence[Route]) -> None:
         """Load every backend ``routes`` use now, so that loading is not timed as decoding."""

@@ -75,11 +75,25 @@ def test_provenance_hashes_each_model_once_and_only_the_roles_a_policy_uses(monk
     assert split["model"] == {"small": "h(/m/sft)", "big": "h(/m/big)"}
     assert small["model"] == {"small": "h(/m/sft)", "big": None} and small["backend"]["big"] is None
     assert hashed == ["/m/sft", "/m/big"]  # once per model for the whole service
-    assert split["backend"] == {"small": {"kind": "vllm", "options": {"dtype": "float32"}},
+    assert split["backend"] == {"small": {"kind": "vllm", "options": {"dtype": "float32"}, "device": "cpu"},
                                 "big": {"kind": "openai", "options": {"base_url": "http://h:8000/v1"}}}
     assert split["decode"] == {**{k: v for k, v in asdict(DecodeConfig()).items() if k not in SAMPLING_FIELDS},
                                "big_chunk_tokens": 4}
     assert (split["policy"], split["policy_params"]) == ("split", {})
+
+
+def test_a_local_engine_records_its_device_so_cpu_and_gpu_rows_get_other_keys(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(provenance, "model_hash", lambda ref: "h")
+    cpu = DecoderService({"m": "/m"}, kind="hf").provenance(Route("small_only", small="m"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = DecoderService({"m": "/m"}, kind="hf").provenance(Route("small_only", small="m"))
+    pinned = DecoderService({"m": "/m"}, kind="hf", backend_opts={"m": {"device": "cpu"}}).provenance(
+        Route("small_only", small="m"))
+    assert (cpu["backend"]["small"]["device"], gpu["backend"]["small"]["device"]) == ("cpu", "cuda")
+    assert pinned["backend"]["small"]["device"] == "cpu"
+    assert provenance.key(cpu) != provenance.key(gpu)
 
 
 def test_a_ready_backend_cannot_be_hashed_and_is_named_by_its_object():

@@ -91,3 +91,14 @@ def test_check_same_setup_names_what_differs_from_04():
         baselines.check_same_setup(metrics, PROTOCOL, problems[::-1])
     with pytest.raises(ValueError, match="other protocol and problems"):
         baselines.check_same_setup({**metrics, "protocol": {}}, PROTOCOL, problems[:1])
+
+
+def test_check_same_setup_refuses_a_random_baseline_decoded_with_other_model_weights():
+    problems = [{"id": "p0"}, {"id": "p1"}]
+    parts = {"model": {"small": "aaa", "big": "bbb"}}
+    metrics = {"protocol": PROTOCOL.__dict__, "problem_ids": ["p0", "p1"],
+               "provenance": {"random r9": {"parts": parts, "key": "k", "rows": 2}}}
+    baselines.check_same_setup(metrics, PROTOCOL, problems, {"small": "aaa", "big": "bbb"})
+    with pytest.raises(ValueError, match=r"'random r9' was decoded with other models \(small model aaa there, ccc here\)"):
+        baselines.check_same_setup(metrics, PROTOCOL, problems, {"small": "ccc", "big": "bbb"})
+

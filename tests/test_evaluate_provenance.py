@@ -61,7 +61,7 @@ def test_each_row_carries_what_made_it_and_its_key(problems, model_dirs, tmp_pat
     parts = row["provenance"]
     assert row["provenance_key"] == provenance.key(parts)
     assert parts["model"] == {"small": provenance.model_hash(model_dirs["small"]), "big": None}
-    assert parts["backend"] == {"small": {"kind": "hf", "options": {}}, "big": None}
+    assert parts["backend"] == {"small": {"kind": "hf", "options": {}, "device": "cpu"}, "big": None}
     assert parts["decode"]["big_chunk_tokens"] == 8 and parts["decode"]["max_offload_tokens"] == 512
     assert parts["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "seed": row["seed"]}
     assert (parts["policy"], parts["prompt"], parts["grader"]) == ("small_only", prompts.TEMPLATE_ID,

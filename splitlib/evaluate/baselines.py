@@ -24,15 +24,26 @@ log = logging.getLogger(__name__)
 RunMethods = Callable[[list[Method]], list[dict]]  # aimed methods -> every row of the notebook's methods
 
 
-def check_same_setup(random_metrics: Mapping[str, Any], protocol: EvalProtocol, problems: Sequence[Mapping]) -> None:
+def check_same_setup(random_metrics: Mapping[str, Any], protocol: EvalProtocol, problems: Sequence[Mapping],
+                     model_hashes: Mapping[str, str] | None = None) -> None:
     """Raise unless the random-switch run (its ``metrics.json``) used this ``protocol`` and these ``problems``
-    in this order: the baseline is compared problem by problem."""
+    in this order (the baseline is compared problem by problem), and, given ``model_hashes`` ({"small": …,
+    "big": …}, ``splitlib.provenance.model_hash``), the same small and big model weights and tokenizers."""
     same = {"protocol": (random_metrics["protocol"], json.loads(json.dumps(asdict(protocol)))),
             "problems": (random_metrics["problem_ids"], [p["id"] for p in problems])}
     different = [k for k, (then, now) in same.items() if then != now]
     if different:
         raise ValueError(f"04_random_switch ran with other {' and '.join(different)} than this notebook's; rerun "
                          "notebooks/04_random_switch.ipynb with the same n_problems and protocol settings")
+    for method, record in (random_metrics.get("provenance") or {}).items() if model_hashes else ():
+        for variant in record.get("variants", [record]):
+            used = (variant.get("parts") or {}).get("model") or {}
+            changed = {role: (used.get(role), h) for role, h in model_hashes.items()
+                       if used.get(role) is not None and used.get(role) != h}
+            if changed:
+                what = "; ".join(f"{role} model {then} there, {now} here" for role, (then, now) in changed.items())
+                raise ValueError(f"04_random_switch's {method!r} was decoded with other models ({what}): its baseline "
+                                 "would not compare like with like; rerun notebooks/04_random_switch.ipynb")
 
 
 @dataclass(frozen=True)
