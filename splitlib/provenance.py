@@ -26,8 +26,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# what of a saved model folder decides its outputs: config, weights, tokenizer and chat template
-MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "*.bin", "tokenizer.json",
+# what of a saved model folder decides its outputs: config, weights, tokenizer and chat template (not, e.g., the
+# trainer's training_args.bin, which holds the output path: the same model saved elsewhere must hash the same)
+MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "pytorch_model*.bin", "tokenizer.json",
                        "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                        "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json")
 _BLOCK = 1 << 20

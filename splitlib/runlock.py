@@ -91,7 +91,8 @@ def acquire(run_dir: str | Path, what: str) -> RunLock:
         os.close(fd)
         token = os.environ.get(ENV_TOKEN)
         if token and holder.get("token") == token:
-            _exit_with_parent()
+            if holder.get("pid") != os.getpid():  # a kernel started by the holder: it ends with its parent
+                _exit_with_parent()
             return RunLock(path, token, inherited=True)
         raise RunLocked(
             f"{path.parent} is being written by {holder.get('what', 'another process')} (pid {holder.get('pid')} on "

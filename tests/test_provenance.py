@@ -72,3 +72,10 @@ def test_changed_names_each_part_that_differs():
     assert diff == {"decode": ({"chunk": 8}, {"chunk": 4})}
     assert provenance.describe_changes(diff) == 'decode: {"chunk": 8} -> {"chunk": 4}'
     assert provenance.key({"a": 1, "b": 2}) == provenance.key({"b": 2, "a": 1})
+
+
+def test_the_trainers_own_files_do_not_count(tmp_path):
+    a, b = _model(tmp_path / "run1" / "model"), _model(tmp_path / "run2" / "model")
+    (a / "training_args.bin").write_bytes(b"output_dir=run1")  # TRL writes the output path in here
+    (b / "training_args.bin").write_bytes(b"output_dir=run2")
+    assert provenance.model_hash(a) == provenance.model_hash(b)

@@ -130,3 +130,12 @@ def test_open_run_holds_the_lock_for_the_process_and_a_second_call_reuses_it(tmp
         assert refused.returncode != 0 and "is being written by 05_evaluate" in refused.stderr
     finally:
         runlock._HELD.pop(run.resolve()).release()
+
+
+def test_the_holder_acquiring_again_gets_its_own_lock_back_without_watching_its_parent(tmp_path, clean_env,
+                                                                                     monkeypatch):
+    watched = []
+    monkeypatch.setattr(runlock, "_exit_with_parent", lambda: watched.append(True))
+    with runlock.acquire(tmp_path, "first"):
+        again = runlock.acquire(tmp_path, "second")
+        assert again.inherited and watched == []

@@ -85,7 +85,6 @@ def weights_changed(dir_a: str | Path, dir_b: str | Path) -> dict[str, Any]:
     }
 
 
-# -- identify what a model was trained from ----------------------------------------------------------------------
 # -- the small model alone, tags kept ---------------------------------------------------------------------------
 def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_new_tokens: int,
                            engine: Engine = "generate", batch_size: int = 64, progress: bool = True) -> list[str]:

@@ -195,7 +195,7 @@ class OffloadRollout:
             for q, g in zip(questions, generation_indices(questions), strict=True)
         ]
         args = trainer.args
-        sampling = Sampling(temperature=args.temperature, top_k=args.top_k)  # top_k: the decoder warns, skips it
+        sampling = Sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)  # top_k: the decoder warns, skips it
         tokenizer = trainer.processing_class
         close_id = tokenizer.convert_tokens_to_ids(tags.CLOSE)
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
