@@ -11,7 +11,8 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("splitlib.commands.run", "splitlib.commands.plan", "splitlib.commands.decode", "splitlib.commands.simulate")
+COMMANDS = ("splitlib.commands.run", "splitlib.commands.plan", "splitlib.commands.decode", "splitlib.commands.simulate",
+            "splitlib.commands.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

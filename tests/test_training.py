@@ -32,6 +32,7 @@ from splitlib.training import (
     step_logs,
     tag_usage,
 )
+from splitlib.training.configs import device_flags, precision
 from splitlib.training.grpo import rollout_problems
 from splitlib.training.rollout import (
     OffloadRollout,
@@ -155,6 +156,39 @@ def test_sft_paper_preset_matches_the_paper_and_stays_cpu_safe() -> None:
     assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps == 64
     assert cfg.packing and cfg.max_length == 16384 and not cfg.completion_only_loss
     assert (cfg.use_cpu, cfg.bf16, cfg.gradient_checkpointing, cfg.report_to) == (True, False, False, [])
+
+
+def fake_cuda(monkeypatch, bf16: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+
+
+def test_precision_on_cpu_is_float32_without_autocast() -> None:
+    p = precision("cpu")
+    assert (p.load_dtype, p.trl_flags, p.accelerate) == (
+        torch.float32, {"use_cpu": True, "bf16": False, "fp16": False}, "no")
+    assert device_flags("cpu") == {**p.trl_flags, "gradient_checkpointing": False, "report_to": "none"}
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_precision_on_a_bf16_gpu_is_float32_weights_with_bf16_autocast(monkeypatch, device) -> None:
+    fake_cuda(monkeypatch, bf16=True)
+    p = precision(device)
+    assert (p.load_dtype, p.trl_flags, p.accelerate) == (
+        torch.float32, {"use_cpu": False, "bf16": True, "fp16": False}, "bf16")
+    assert device_flags(device) == {**p.trl_flags, "report_to": "none"}  # gradient checkpointing: the preset's
+
+
+def test_precision_on_a_gpu_without_bf16_is_float32_with_a_warning(monkeypatch, caplog) -> None:
+    fake_cuda(monkeypatch, bf16=False)
+    p = precision("auto")
+    assert (p.load_dtype, p.trl_flags["bf16"], p.trl_flags["fp16"], p.accelerate) == (torch.float32, False, False, "no")
+    assert "no bf16" in caplog.text
+
+
+def test_precision_device_cpu_ignores_a_visible_gpu(monkeypatch) -> None:
+    fake_cuda(monkeypatch, bf16=True)
+    assert precision("cpu").trl_flags["use_cpu"] is True
 
 
 def test_config_builders_reject_unknown_keys_and_bad_batches() -> None:
@@ -425,6 +459,17 @@ def test_two_step_sft_changes_weights_and_writes_the_model(tiny_model_dirs, toy_
     assert all(row["loss"] > 0 for row in metrics["loss_curve"])
     assert changed(before, tmp_path / "sft")
     assert AutoTokenizer.from_pretrained(tmp_path / "sft").convert_tokens_to_ids(tags.OPEN) is not None
+
+
+def test_sft_from_bf16_weights_trains_a_float32_copy(tiny_model_dirs, toy_tokenizer, toy_problems, tmp_path) -> None:
+    """Hub weights are bf16: the trainable model is loaded in float32 (the master copy), and saved so."""
+    bf16_dir = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dirs["small"], dtype=torch.bfloat16).save_pretrained(bf16_dir)
+    toy_tokenizer.save_pretrained(bf16_dir)
+    assert AutoModelForCausalLM.from_pretrained(bf16_dir, dtype="auto").dtype == torch.bfloat16
+    run_sft(bf16_dir, annotated_rows(toy_problems, 2), tmp_path / "sft", params={**SMOKE_TRL, "max_steps": 1},
+            progress=False)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "sft", dtype="auto").dtype == torch.float32
 
 
 def test_two_step_grpo_paper_mode_changes_weights(tiny_model_dirs, toy_problems, tmp_path, with_distinct_chars) -> None:

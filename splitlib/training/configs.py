@@ -1,15 +1,18 @@
 """TRL config builders: one preset per profile (``paper``, ``toy``, ``smoke``), device-safe flags, user overrides.
 
 Order of precedence: preset < device flags < overrides. The device flags are the ones ENV_NOTES requires on CPU
-(``use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none"``); on a GPU, bf16 where supported.
+(``use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none"``); on a GPU, mixed precision as TRL
+recommends (``precision``): float32 weights (the optimizer's master copy) with bf16 autocast where supported.
 ``global_batch_size`` is not a TRL field: it becomes ``gradient_accumulation_steps`` for the current world size.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +22,8 @@ from transformers.trainer_utils import TrainOutput
 from trl import GRPOConfig, SFTConfig
 
 from splitlib.registry import Registry
+
+log = logging.getLogger(__name__)
 
 Preset = Literal["paper", "toy", "smoke"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -125,11 +130,36 @@ def on_gpu(device: Device = "auto") -> bool:
     return torch.cuda.is_available() if device == "auto" else device == "cuda"
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How training holds and computes the weights on one device.
+
+    ``load_dtype``: the dtype the trainable model is loaded in (always float32: at the GRPO preset's LR of 1e-6 most
+    updates to bf16 weights would round away). ``trl_flags``: the TrainingArguments fields (``bf16`` autocast,
+    ``use_cpu``). ``accelerate``: the matching ``accelerate launch --mixed_precision`` value."""
+
+    load_dtype: torch.dtype
+    trl_flags: dict[str, Any]
+    accelerate: Literal["bf16", "no"]
+
+
+def precision(device: Device = "auto") -> Precision:
+    """The one place that decides the training precision: float32 weights everywhere; bf16 autocast on a CUDA device
+    that supports it; plain float32 on CPU (ENV_NOTES, "TRL on CPU") and, with a warning, on older GPUs."""
+    if not on_gpu(device):
+        return Precision(torch.float32, {"use_cpu": True, "bf16": False, "fp16": False}, "no")
+    if torch.cuda.is_bf16_supported():
+        return Precision(torch.float32, {"use_cpu": False, "bf16": True, "fp16": False}, "bf16")
+    log.warning("this CUDA device has no bf16: training in float32 (slower, twice the activation memory)")
+    return Precision(torch.float32, {"use_cpu": False, "bf16": False, "fp16": False}, "no")
+
+
 def device_flags(device: Device = "auto") -> dict[str, Any]:
     """Flags that keep TRL fast and valid on the device: CPU needs them all (ENV_NOTES, "TRL on CPU")."""
-    if on_gpu(device):
-        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "report_to": "none"}
-    return {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": "none"}
+    flags = {**precision(device).trl_flags, "report_to": "none"}
+    if not on_gpu(device):
+        flags["gradient_checkpointing"] = False
+    return flags
 
 
 def world_size() -> int:
@@ -188,6 +218,7 @@ def train_and_save(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out_dir
     start = time.perf_counter()
     result = trainer.train()
     wall_s = time.perf_counter() - start
-    trainer.save_model(str(out_dir))
-    tokenizer.save_pretrained(out_dir)
+    trainer.save_model(str(out_dir))  # every process takes part (ZeRO-3 gathers the weights); rank 0 writes
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out_dir)
     return result, wall_s

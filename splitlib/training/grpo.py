@@ -22,7 +22,7 @@ from splitlib import prompts, rewards
 from splitlib.backends.base import resolve_model
 from splitlib.backends.hf import HFBackend
 from splitlib.registry import Registry
-from splitlib.training.configs import grpo_config, train_and_save
+from splitlib.training.configs import grpo_config, precision, train_and_save
 from splitlib.training.rollout import OffloadRollout, RolloutProblem, offload_decoder
 from splitlib.training.tokens import require_control_tokens, trl_prompt_text
 
@@ -147,9 +147,10 @@ def run_grpo(
     model_dir = resolve_model(model_dir)  # a folder is checked whole (config, untruncated weights)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     require_control_tokens(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    dataset = grpo_dataset(problems, tokenizer)
+    # The config before the model: under DeepSpeed ZeRO-3 it is what lets the model load already partitioned.
     args = grpo_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision(device).load_dtype)
+    dataset = grpo_dataset(problems, tokenizer)
     rollout = None
     if mode == "offload":
         rollout = build_offload_rollout(problems, dataset, tokenizer, big_dir, rollout_params, args.seed)

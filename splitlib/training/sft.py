@@ -19,7 +19,7 @@ from trl import SFTTrainer
 
 from splitlib import prompts, rewards, tags
 from splitlib.backends.base import resolve_model
-from splitlib.training.configs import sft_config, train_and_save
+from splitlib.training.configs import precision, sft_config, train_and_save
 from splitlib.training.tokens import ensure_control_tokens, trl_prompt_text
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,12 @@ def run_sft(
     trace_key = params.pop("trace_key", "annotated")
     out_dir = Path(out_dir)
     model_dir = resolve_model(model_dir)  # a folder is checked whole (config, untruncated weights)
+    # The config before the model: under DeepSpeed ZeRO-3 it is what lets the model load already partitioned.
+    args = sft_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision(device).load_dtype)
     added = ensure_control_tokens(tokenizer, model)
     dataset = sft_dataset(annotated_rows, tokenizer, trace_key)
-    args = sft_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     result, wall_s = train_and_save(trainer, tokenizer, out_dir, progress)
     log.info("SFT: %d steps in %.1f s, final loss %.4f", result.global_step, wall_s, result.training_loss)

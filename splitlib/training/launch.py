@@ -1,0 +1,165 @@
+"""Notebook 02's or 03's training step as a script, for ``accelerate launch`` on several GPUs.
+
+    python -m splitlib.training.launch --stage sft --params outputs/<run>/02_sft/launch_params.json
+
+``--params`` is a JSON file of the notebook's parameters, already validated against its schema
+(``splitreason train`` writes it). Every process of the launch trains; the main process writes what the notebook's
+training cell writes (``model/``, ``train_settings.json``, ``train_metrics.json``) with the same settings, so the
+notebook run afterwards reuses the model instead of training again. The arguments given to ``run_sft`` /
+``run_grpo`` are built exactly as in the notebooks (``tests/test_train_command.py`` holds the key lists equal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from splitlib import data, provenance, runlock, runs
+from splitlib.training.grpo import run_grpo
+from splitlib.training.sft import run_sft
+
+log = logging.getLogger(__name__)
+
+STAGES = {"sft": "02_sft", "grpo": "03_grpo"}  # stage -> the notebook whose training it runs
+# The notebook parameters passed to TRL when set (notebook 02 / 03, "2 · Training").
+SFT_KEYS = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "global_batch_size",
+            "max_length", "logging_steps")
+GRPO_KEYS = ("max_steps", "num_generations", "per_device_train_batch_size", "learning_rate", "temperature",
+             "max_completion_length", "beta", "logging_steps")
+DECODE_KEYS = ("big_chunk_tokens", "max_offload_tokens", "takeback", "takeback_threshold")
+
+
+def is_main_process() -> bool:
+    """Rank 0 of an accelerate/torchrun launch, or a process launched alone."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def trl_params(p: Mapping[str, Any], keys: Sequence[str], overrides_key: str) -> dict[str, Any]:
+    """The ``params`` of ``run_sft`` / ``run_grpo``: preset, device, seed, the set keys, the notebook's overrides."""
+    return {"preset": p["preset"], "device": p["device"], "seed": p["seed"],
+            **{k: p[k] for k in keys if p[k] is not None}, **p[overrides_key]}
+
+
+def rollout_params(rollout: Mapping[str, Any]) -> dict[str, Any]:
+    """Offload mode's decoder settings (notebook 03's ``rollout`` parameter, as the notebook passes it)."""
+    return {"policy": "split", "policy_params": rollout["policy_params"],
+            "decode": {k: rollout[k] for k in DECODE_KEYS},
+            "big_backend": rollout["big_backend"], "big_backend_options": rollout["big_backend_options"]}
+
+
+def reuse_or_train(directory: Path, settings: Mapping[str, Any], train: Callable[[], dict]) -> tuple[dict, bool]:
+    """``runs.reuse_or_build`` for a training launched on several processes: all train, the main one writes."""
+    result, settings_file = directory / "train_metrics.json", directory / "train_settings.json"
+    if runs.saved_settings_match(settings_file, settings, [result, directory / "model" / "config.json"]):
+        return json.loads(result.read_text()), True
+    value = train()
+    if is_main_process():
+        runs.atomic_write_json(result, value)
+        runs.save_settings(settings_file, settings)
+    return value, False
+
+
+def _run_dir(p: Mapping[str, Any], notebook: str) -> Path:
+    # Only the main process takes the run's writer lock (or joins the one `splitreason train` holds).
+    if is_main_process():
+        return runlock.open_run(p["outputs_root"], p["run_name"], notebook)
+    return runs.run_dir(p["outputs_root"], p["run_name"])
+
+
+def train_sft(p: Mapping[str, Any]) -> dict:
+    """Notebook 02's training cell: SFT of the base model on ``01_annotate/annotated.jsonl``."""
+    run = _run_dir(p, "02_sft")
+    out = run / "02_sft"
+    annotated_path = runs.require(run / "01_annotate" / "annotated.jsonl", made_by="notebooks/01_annotate.ipynb")
+    base = p["base_model"] or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
+    rows = runs.read_jsonl(annotated_path)[: p["n_train"]]
+    train_params = trl_params(p, SFT_KEYS, "sft_overrides")
+    settings = {"base_model": base, "base_model_hash": provenance.model_hash(base),
+                "annotated_sha256": provenance.file_hash(annotated_path), "n_train": len(rows),
+                "params": train_params}
+    progress = p["progress"] and is_main_process()
+    result, reused = reuse_or_train(out, settings, lambda: run_sft(base, rows, out / "model", train_params, progress))
+    return {"02_sft": {"reused": reused, "steps": result["steps"], "train_wall_s": result["train_wall_s"]}}
+
+
+def _grpo_problems(p: Mapping[str, Any], run: Path) -> list[dict]:
+    if p["dataset"] == "toy":
+        runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
+        return data.load_toy(run / "data", "train")[: p["n_prompts"]]
+    o = p["openr1"]
+    return data.load_openr1(o["source"], limit=p["n_prompts"], config=o["config"], only_correct=o["only_correct"],
+                            min_chars=o["min_chars"])
+
+
+def train_grpo(p: Mapping[str, Any]) -> dict:
+    """Notebook 03's training cell: GRPO from the SFT model, one mode of ``modes`` after the other."""
+    run = _run_dir(p, "03_grpo")
+    out = run / "03_grpo"
+    sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
+    big = None
+    if "offload" in p["modes"]:
+        big = p["big_model"] or str(runs.require(run / "models" / "big" / "config.json",
+                                                 made_by="notebooks/00_models.ipynb").parent)
+    problems = _grpo_problems(p, run)
+    base_params = trl_params(p, GRPO_KEYS, "grpo_overrides")
+    fingerprints = {"sft_model": provenance.model_hash(sft_dir),
+                    "problems": provenance.value_hash([(q["question"], q["answer"]) for q in problems])}
+    done = {}
+    for mode in p["modes"]:
+        offload = mode == "offload"
+        params = {**base_params, **({"rollout": rollout_params(p["rollout"])} if offload else {})}
+        settings = {"mode": mode, "sha256": fingerprints, "big_model": big if offload else None,
+                    "big_model_hash": provenance.model_hash(big) if offload else None,
+                    "rewards": p["rewards"], "reward_weights": p["reward_weights"], "params": params}
+
+        def train(mode: str = mode, params: dict = params, offload: bool = offload) -> dict:
+            return run_grpo(sft_dir, big if offload else None, problems, out / mode / "model", mode=mode,
+                            reward_names=p["rewards"], reward_weights=p["reward_weights"], params=params,
+                            progress=p["progress"] and is_main_process())
+
+        result, reused = reuse_or_train(out / mode, settings, train)
+        done[f"03_grpo/{mode}"] = {"reused": reused, "steps": result["global_steps"],
+                                   "train_wall_s": result["train_wall_s"]}
+    return done
+
+
+TRAIN = {"sft": train_sft, "grpo": train_grpo}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m splitlib.training.launch", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, choices=sorted(STAGES), help="sft: notebook 02 | grpo: notebook 03")
+    parser.add_argument("--params", required=True, type=Path, help="JSON file of the notebook's validated parameters")
+    return parser.parse_args(argv)
+
+
+def load_params(path: Path, stage: str) -> dict[str, Any]:
+    """The parameters file, checked to hold the notebook's training parameters (the schema checked their values)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no parameters file {path}; `splitreason train --dry-run` writes one")
+    p = json.loads(path.read_text())
+    keys = ("outputs_root", "run_name", "preset", "device", "seed", "progress",
+            *(SFT_KEYS if stage == "sft" else GRPO_KEYS))
+    missing = [k for k in keys if k not in p]
+    if missing:
+        raise ValueError(f"{path}: missing {missing}; expected notebook {STAGES[stage]}'s parameters")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    done = TRAIN[args.stage](load_params(args.params, args.stage))
+    if is_main_process():
+        log.info("trained: %s", json.dumps(done))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
