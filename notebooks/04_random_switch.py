@@ -105,7 +105,8 @@ display(ev.methods_table(methods).assign(p_big=lambda t: t["method"].map(p_big))
 # `metrics.json` records each method's provenance.
 
 # %%
-decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts)
+decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts,
+                                        max_loaded=2)  # one method's models at a time: a small one and the big one
 rows = ev.evaluate(methods, problems, proto, decoder, out / "samples.jsonl", progress=P.progress,
                    batch_size=P.batch_size)
 summary = ev.aggregate(rows, proto)
@@ -134,3 +135,4 @@ extra = {"benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [
 ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)
 runs.write_step_manifest(out, "04_random_switch", as_dict(P))
 print("wrote", out / "metrics.json")
+decoder.close()  # the stage's engines end with it: their memory (GPU memory on a GPU) is free again

@@ -117,7 +117,8 @@ baselines.check_same_setup(rs_metrics, proto, problems,  # same protocol, proble
 base_methods = [ev.Method("small only", policy="small_only", small="base"),
                 ev.Method("big only", policy="big_only", small=None, big="big")]
 split_methods = [ev.Method(f"split {name}", policy="split", small=name, big="big") for name in P.checkpoints]
-decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts)
+decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts,
+                                        max_loaded=2)  # one method's models at a time: a small one and the big one
 samples = out / "samples.jsonl"
 
 
@@ -198,3 +199,4 @@ extra = {"claim": claim, "best_checkpoint": best_ckpt, "learned": learned, "matc
 ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)
 runs.write_step_manifest(out, "05_evaluate", as_dict(P))
 print("wrote", out / "metrics.json", "and", out / "results.md")
+decoder.close()  # the stage's engines end with it: their memory (GPU memory on a GPU) is free again

@@ -135,7 +135,8 @@ display(per_run.groupby(["mode", "source"], sort=False)["accuracy"].agg(["mean",
 model_dirs = ev_metrics["model_dirs"]
 if P.torch_threads:
     torch.set_num_threads(P.torch_threads)  # 2 threads on 2 busy shared cores stall each other (here: up to 10x)
-decoder = decoder_service.DecoderService(model_dirs, kind=P.profile_kind, decode=ev_metrics["decode"], backend_opts=P.backend_opts)
+decoder = decoder_service.DecoderService(model_dirs, kind=P.profile_kind, decode=ev_metrics["decode"], backend_opts=P.backend_opts,
+                                        max_loaded=3)  # the profiled base and big models, plus a timed checkpoint
 proto = ev.EvalProtocol(**ev_metrics["protocol"])
 problems = ev.load_problems(run, ev_params["benchmark"], ev_params["benchmark_source"], P.timing_problems)
 timed_names = list(dict.fromkeys(method_of(m) for m in P.timing_methods if method_of(m)))
@@ -260,3 +261,4 @@ metrics = {
 runs.atomic_write_json(out / "metrics.json", metrics)
 runs.write_step_manifest(out, "06_figure5", as_dict(P), {"provenance": settings})  # what determined the profile
 print("wrote", out / "metrics.json")
+decoder.close()  # the profiled and timed engines end with it: their memory (GPU memory on a GPU) is free again

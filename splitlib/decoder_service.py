@@ -10,6 +10,11 @@ A ``DecoderService`` turns "decode these questions with this policy on these mod
 - ``provenance(route)`` says what determines the route's output besides the sampling settings and seeds: the
   hashes of the models it really uses, the backend kind and output-changing loader options per role, and the
   complete ``decode`` settings (defaults included); the evaluation keys its rows by it;
+- ``close()`` (or leaving a ``with`` block) shuts every backend it loaded down and frees its memory; with
+  ``max_loaded=n`` it holds at most n loaded backends, releasing the least recently used ones that the route being
+  served does not use before it loads another (notebook 05 then holds one method's models, not every model it
+  evaluates). Ready backends handed in are the caller's: never counted, never closed. Releasing changes no output:
+  a model loaded again is the same model with the same options;
 - each question's seed becomes the engine's problem key ``f"{key_prefix}-{seed}"``, from which the engine derives
   every random choice (sampling and policy), so one item reruns identically in any batch. Evaluation uses the
   prefix ``seed``, rollouts ``rollout``: the keys the recorded runs were decoded with.
@@ -24,7 +29,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from splitlib import provenance
 from splitlib.sampling import Sampling
@@ -88,17 +93,24 @@ class DecoderService:
     ``model_dirs`` maps model keys ("base", "sft", "grpo", "big") to directories or hub ids; a reference not in it
     is used as a directory or hub id itself. ``kind``/``big_kind``: ``load_backend`` kinds of the small and big
     roles; ``backend_opts``: loader options per model key. ``decode``: the other ``DecodeConfig`` fields.
+    ``max_loaded``: at most this many backends loaded at once (None: keep every one until ``close``); the models
+    of the route being served are never released, so a route needing more than ``max_loaded`` still runs.
     """
 
     def __init__(self, model_dirs: Mapping[str, str | Path] | None = None, kind: str = "hf",
                  big_kind: str | None = None, decode: Mapping[str, Any] | None = None,
-                 backend_opts: Mapping[str, Mapping[str, Any]] | None = None, progress: bool = False) -> None:
+                 backend_opts: Mapping[str, Mapping[str, Any]] | None = None, progress: bool = False,
+                 max_loaded: int | None = None) -> None:
+        if max_loaded is not None and max_loaded < 1:
+            raise ValueError(f"max_loaded={max_loaded}: expected None (keep all) or an integer >= 1")
         self.model_dirs = {k: str(v) for k, v in (model_dirs or {}).items()}
         self.kinds = {"small": kind, "big": big_kind or kind}
         self.decode = check_decode_settings(decode or {})
         self.backend_opts = {k: dict(v) for k, v in (backend_opts or {}).items()}  # per model key
         self.progress = progress  # decode_many's progress bar
-        self._loaded: dict[tuple[str, str], Any] = {}
+        self.max_loaded = max_loaded
+        self._loaded: dict[tuple[str, str], Any] = {}  # (kind, target) -> backend, least recently used first
+        self._in_use: frozenset[tuple[str, str]] = frozenset()  # keys of the route being served: never released
         self._hashes: dict[str, str] = {}  # model target -> provenance.model_hash, computed once per service
         self._warned_top_k = False
 
@@ -114,12 +126,60 @@ class DecoderService:
             return ref
         from splitlib.backends import load_backend
 
-        target = self.model_dirs.get(str(ref), str(ref))
-        key = (self.kinds[role], target)
-        if key not in self._loaded:
-            log.info("loading the %s backend for %s (%s)", self.kinds[role], ref, target)
-            self._loaded[key] = load_backend(self.kinds[role], target, **self.backend_opts.get(str(ref), {}))
+        key = self._key(role, ref)
+        if key in self._loaded:
+            self._loaded[key] = self._loaded.pop(key)  # most recently used last
+        else:
+            self._make_room()
+            log.info("loading the %s backend for %s (%s)", key[0], ref, key[1])
+            self._loaded[key] = load_backend(key[0], key[1], **self.backend_opts.get(str(ref), {}))
         return self._loaded[key]
+
+    @property
+    def loaded(self) -> list[tuple[str, str]]:
+        """(kind, model target) of every backend loaded now, least recently used first."""
+        return list(self._loaded)
+
+    def release(self, ref: Any, role: str | None = None) -> None:
+        """Close the backends loaded for ``ref`` (a model key, directory or hub id) — in ``role`` only, or in both —
+        and free their memory; the next use loads them again."""
+        for r in (role,) if role else ("small", "big"):
+            backend = self._loaded.pop(self._key(r, ref), None)
+            if backend is not None:
+                _close(backend)
+
+    def close(self) -> None:
+        """Close every loaded backend (each once) and free its memory. The service stays usable: a later call loads
+        what it needs again."""
+        while self._loaded:
+            (kind, target), backend = self._loaded.popitem()
+            log.info("closing the %s backend of %s", kind, target)
+            _close(backend)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _key(self, role: str, ref: str | Path) -> tuple[str, str]:
+        return (self.kinds[role], self.model_dirs.get(str(ref), str(ref)))
+
+    def _route_keys(self, route: Route) -> frozenset[tuple[str, str]]:
+        """The loaded-backend keys of the models ``route``'s policy uses (ready backends are not ours)."""
+        return frozenset(self._key(role, getattr(route, role)) for role in _uses(route)
+                         if isinstance(getattr(route, role), str | Path))
+
+    def _make_room(self) -> None:
+        """Under ``max_loaded``, close least recently used backends the current route does not use until one more
+        fits (or none is left that may go)."""
+        if self.max_loaded is None:
+            return
+        for key in [k for k in self._loaded if k not in self._in_use]:
+            if len(self._loaded) < self.max_loaded:
+                return
+            log.info("releasing the %s backend of %s (max_loaded=%d)", key[0], key[1], self.max_loaded)
+            _close(self._loaded.pop(key))
 
     def provenance(self, route: Route) -> dict[str, Any]:
         """What determines this route's output besides the sampling settings and seeds of a call (JSON values):
@@ -167,14 +227,15 @@ class DecoderService:
         return record
 
     def preload(self, routes: Sequence[Route]) -> None:
-        """Load every backend ``routes`` use now, so that loading is not timed as decoding."""
-        from splitlib.policies import POLICIES
-
-        for r in routes:
-            uses = POLICIES[r.policy].models if r.policy in POLICIES else {"small", "big"}
-            for role in ("small", "big"):
-                if role in uses:
-                    self.backend(role, getattr(r, role))
+        """Load every backend ``routes`` use now, so that loading is not timed as decoding. Under ``max_loaded``,
+        routes are loaded in order while their models fit together (the first always is); the rest load when
+        they are served (the evaluation preloads each method before its batches are timed)."""
+        wanted: set[tuple[str, str]] = set()
+        for i, r in enumerate(routes):
+            wanted |= self._route_keys(r)
+            if i and self.max_loaded is not None and len(wanted) > self.max_loaded:
+                return
+            self._serve(r, lambda r=r: [self.backend(role, getattr(r, role)) for role in _uses(r)])
 
     def __call__(self, route: Route, questions: list[str], seeds: list[int], sampling: Sampling,
                  max_new_tokens: int, key_prefix: str = "seed") -> list[Trace]:
@@ -186,9 +247,31 @@ class DecoderService:
                         sampling.top_k)
             self._warned_top_k = True
         policy = make_policy(route.policy, **route.policy_params)
-        small = self.backend("small", route.small) if "small" in policy.models else None
-        big = self.backend("big", route.big) if "big" in policy.models else None
+        small, big = self._serve(route, lambda: [self.backend(role, getattr(route, role)) if role in policy.models
+                                                 else None for role in ("small", "big")])
         cfg = DecodeConfig(max_new_tokens=max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
                            seed=sampling.seed, **self.decode)
         items = [_Item(id=f"{key_prefix}-{seed}", question=q) for q, seed in zip(questions, seeds, strict=True)]
         return decode_many(items, small, big, policy, cfg, progress=self.progress)
+
+    def _serve(self, route: Route, load: Any) -> Any:
+        """``load()`` with ``route``'s models marked in use, so that making room never releases one of them."""
+        self._in_use = self._route_keys(route)
+        try:
+            return load()
+        finally:
+            self._in_use = frozenset()
+
+
+def _uses(route: Route) -> list[str]:
+    """The roles ("small", "big") whose model ``route``'s policy calls (both for an unknown policy name)."""
+    from splitlib.policies import POLICIES
+
+    uses = POLICIES[route.policy].models if route.policy in POLICIES else {"small", "big"}
+    return [role for role in ("small", "big") if role in uses]
+
+
+def _close(backend: Any) -> None:
+    close = getattr(backend, "close", None)  # every splitlib backend has one; a test double may not
+    if close is not None:
+        close()

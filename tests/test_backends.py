@@ -124,6 +124,17 @@ def test_hf_sampling_is_seeded(hf_small, prompt):
     assert hf_small.open(prompt).decode(20, sampling=narrow) == plain_greedy(hf_small, prompt, 20)
 
 
+def test_hf_close_drops_the_model_once(dirs, monkeypatch):
+    from splitlib.backends import hf
+
+    frees = []
+    monkeypatch.setattr(hf, "free_memory", lambda: frees.append(1))
+    backend = HFBackend.load(str(dirs["small"]))
+    backend.close()
+    backend.close()  # idempotent
+    assert backend.model is None and frees == [1]
+
+
 def test_hf_refuses_half_precision_on_cpu(dirs):
     with pytest.raises(ValueError, match="use float32"):
         HFBackend.load(str(dirs["small"]), device="cpu", dtype="bfloat16")
@@ -324,3 +335,19 @@ def test_a_truncated_weight_file_is_named_before_any_loader_runs(tmp_path):
     (model / "model.safetensors").write_bytes(b"\x05\x00")
     with pytest.raises(CorruptModelError, match=r"model\.safetensors is not a readable safetensors file"):
         resolve_model(model)
+
+
+@pytest.mark.slow
+def test_a_closed_vllm_engine_lets_another_start_in_the_same_process(dirs, prompt):
+    from splitlib.backends.vllm_engine import VLLMBackend
+
+    first = VLLMBackend.load(str(dirs["small"]), max_model_len=256)
+    expected = first.open(prompt).decode(20)
+    first.close()
+    first.close()  # idempotent
+    assert first.llm is None and first.engine is None
+    second = VLLMBackend.load(str(dirs["small"]), max_model_len=256)
+    try:
+        assert second.open(prompt).decode(20) == expected
+    finally:
+        second.close()

@@ -158,3 +158,101 @@ def test_evaluation_runs_every_policy_and_reruns_a_subset_identically(tiny_model
     before = {(r["method"], r["problem_id"], r["sample"]): r["generation"] for r in rows}
     assert [r["generation"] for r in again] == [before[("random", r["problem_id"], r["sample"])] for r in again]
     assert len({r["generation"] for r in rows if r["method"] == "random"}) > 1  # samples differ (T = 0.6)
+
+
+# -- releasing engines ----------------------------------------------------------------------------------------------
+class _FakeBackend:
+    """Records its close calls; stands in for a loaded engine."""
+
+    def __init__(self, kind, target):
+        self.kind, self.target, self.closes = kind, target, 0
+
+    def close(self):
+        self.closes += 1
+
+
+@pytest.fixture
+def fake_loads(monkeypatch):
+    import splitlib.backends
+
+    made = []
+
+    def load(kind, target, **opts):
+        made.append(_FakeBackend(kind, target))
+        return made[-1]
+
+    monkeypatch.setattr(splitlib.backends, "load_backend", load)
+    return made
+
+
+def test_close_closes_every_loaded_backend_once_and_holds_none(fake_loads):
+    with DecoderService({"base": "b", "big": "B"}) as service:
+        service.preload([Route("split", small="base", big="big")])
+        assert service.loaded == [("hf", "b"), ("hf", "B")]
+    assert [b.closes for b in fake_loads] == [1, 1] and service.loaded == []
+    service.close()  # closing again closes nothing twice
+    assert [b.closes for b in fake_loads] == [1, 1]
+
+
+def test_max_loaded_keeps_only_the_models_of_the_route_served_next(fake_loads):
+    service = DecoderService({"x": "X", "y": "Y", "big": "B"}, max_loaded=2)
+    service.preload([Route("split", small="x", big="big")])
+    service.preload([Route("split", small="y", big="big")])
+    assert set(service.loaded) == {("hf", "Y"), ("hf", "B")}
+    assert {b.target: b.closes for b in fake_loads} == {"X": 1, "B": 0, "Y": 0}  # the big engine stays loaded
+
+
+def test_max_loaded_never_releases_a_model_of_the_route_being_served(fake_loads):
+    service = DecoderService({"x": "X", "big": "B"}, max_loaded=1)
+    service.preload([Route("split", small="x", big="big")])  # needs two: both stay while the route is served
+    assert service.loaded == [("hf", "X"), ("hf", "B")]
+    service.backend("small", "z")  # outside that route: both go before another model loads
+    assert service.loaded == [("hf", "z")] and [b.closes for b in fake_loads] == [1, 1, 0]
+
+
+def test_preload_under_max_loaded_stops_at_the_first_route_that_does_not_fit(fake_loads):
+    service = DecoderService(max_loaded=2)
+    service.preload([Route("small_only", small="a"), Route("small_only", small="b"), Route("split", "c", "big")])
+    assert service.loaded == [("hf", "a"), ("hf", "b")] and not any(b.closes for b in fake_loads)
+
+
+def test_release_closes_one_model_and_the_next_use_loads_it_again(fake_loads):
+    service = DecoderService({"big": "B"})
+    first = service.backend("big", "big")
+    service.release("big")
+    assert first.closes == 1 and service.loaded == []
+    assert service.backend("big", "big") is not first
+
+
+def test_a_ready_backend_is_never_closed_by_the_service(fake_loads):
+    ready = _FakeBackend("live", "policy")
+    service = DecoderService({"big": "B"}, max_loaded=1)
+    service.preload([Route("split", small=ready, big="big")])
+    service.close()
+    assert ready.closes == 0 and fake_loads[0].closes == 1
+
+
+def test_max_loaded_must_be_positive():
+    with pytest.raises(ValueError, match="max_loaded=0"):
+        DecoderService(max_loaded=0)
+
+
+def test_releasing_between_methods_changes_no_generation_and_no_engine_outlives_the_stage(tiny_model_dirs, tmp_path):
+    """What notebooks 04-06 do: evaluate method after method with max_loaded=2, then close the service."""
+    import shutil
+
+    dirs = {**tiny_model_dirs, "copy": shutil.copytree(tiny_model_dirs["small"], tmp_path / "copy")}
+    problems = [{"id": p.id, "question": p.question, "answer": p.answer} for p in generate(2, seed=5)]
+    methods = [Method("split", policy="split", small="copy", big="big"),
+               Method("split again", policy="split", small="small", big="big"),
+               Method("small", policy="small_only", small="small")]
+    protocol = ev.make_protocol("deepseek", samples=1, max_new_tokens=10, temperature=0.0)
+    kept = DecoderService(dirs, decode={"big_chunk_tokens": 4})
+    expected = ev.evaluate(methods, problems, protocol, kept, tmp_path / "kept.jsonl", progress=False)
+    with DecoderService(dirs, decode={"big_chunk_tokens": 4}, max_loaded=2) as service:
+        rows = ev.evaluate(methods, problems, protocol, service, tmp_path / "released.jsonl", progress=False)
+        held = [service._loaded[k] for k in service.loaded]
+        assert {t for _, t in service.loaded} == {str(dirs["big"]), str(dirs["small"])}  # not the copy
+    assert [r["generation"] for r in rows] == [r["generation"] for r in expected]
+    assert service.loaded == [] and all(b.model is None for b in held)  # closed: the weights are dropped
+    kept.close()

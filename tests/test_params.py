@@ -308,3 +308,51 @@ def test_bad_nested_settings_fail_when_the_file_is_read(notebook, override, frag
     with pytest.raises(sp.ParamError, match=fragment):
         nbp.load_yaml(notebook, path, values)
 
+
+
+# GPU memory of vLLM engines held together (paper profile)
+PAPER = REPO / "params" / "paper"
+
+
+@pytest.mark.parametrize("name", ["04_random_switch", "05_evaluate", "06_figure5"])
+def test_paper_engines_that_can_be_held_together_fit_on_one_gpu(name):
+    opts = nbp.load_yaml(name, PAPER / f"{name}.yaml").backend_opts
+    big = opts["big"]["gpu_memory_utilization"]
+    assert all(o["gpu_memory_utilization"] + big <= 0.95 for k, o in opts.items() if k != "big")
+    assert all("max_model_len" in o for o in opts.values())
+
+
+@pytest.mark.parametrize("name", ["04_random_switch", "05_evaluate", "06_figure5"])
+def test_utilizations_that_cannot_coexist_on_gpu_0_are_refused(name):
+    opts = dict(yaml.safe_load((PAPER / f"{name}.yaml").read_text())["backend_opts"])
+    opts["base"] = {**opts["base"], "gpu_memory_utilization": 0.3}  # 0.3 + the big model's 0.78 > 0.95
+    with pytest.raises(sp.ParamError, match=r"backend_opts\.base\.gpu_memory_utilization.*share GPU 0"):
+        nbp.load_yaml(name, PAPER / f"{name}.yaml", {"backend_opts": opts})
+
+
+def test_a_paper_vllm_engine_without_explicit_memory_settings_is_refused():
+    opts = dict(yaml.safe_load((PAPER / "05_evaluate.yaml").read_text())["backend_opts"])
+    del opts["sft"]  # a checkpoint left to vLLM's defaults would claim 0.92 of GPU 0
+    with pytest.raises(sp.ParamError, match=r"backend_opts\.sft.*explicit \['gpu_memory_utilization', 'max_model_len'\]"):
+        nbp.load_yaml("05_evaluate", PAPER / "05_evaluate.yaml", {"backend_opts": opts})
+
+
+def test_the_gpu_memory_rule_skips_cpu_profiles_and_non_vllm_pairs():
+    from splitlib.notebook_params.common import check_gpu_memory
+
+    over = {"base": {"gpu_memory_utilization": 0.9}, "big": {"gpu_memory_utilization": 0.9}}
+    check_gpu_memory("backend_opts", over, "toy", "vllm", "vllm", ["base"])  # CPU: vLLM ignores the share
+    both = {k: {**v, "max_model_len": 64} for k, v in over.items()}
+    check_gpu_memory("backend_opts", both, "paper", "vllm", "openai", ["base"])  # the big model is elsewhere
+    with pytest.raises(sp.ParamError, match="share GPU 0"):
+        check_gpu_memory("backend_opts", both, "paper", "vllm", "vllm", ["base"])
+
+
+def test_two_small_engines_held_beside_the_big_one_count_together():
+    from splitlib.notebook_params.common import check_gpu_memory
+
+    opts = {k: {"gpu_memory_utilization": u, "max_model_len": 64} for k, u in (("base", 0.2), ("sft", 0.2),
+                                                                                 ("big", 0.7))}
+    check_gpu_memory("backend_opts", opts, "paper", "vllm", "vllm", ["base", "sft"])  # one at a time: 0.9
+    with pytest.raises(sp.ParamError, match="2 small engine"):
+        check_gpu_memory("backend_opts", opts, "paper", "vllm", "vllm", ["base", "sft"], held_smalls=2)  # 1.1

@@ -16,6 +16,7 @@ runs the ops of many sessions together, the transformers backend one at a time.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Sequence
@@ -163,8 +164,23 @@ class Backend(Protocol):
 
     def pending(self) -> int: ...
 
+    def close(self) -> None:
+        """Shut the engine down and free its memory (GPU memory included); idempotent. A closed backend takes no
+        more ops."""
+        ...
+
 
 Session = BaseSession
+
+
+def free_memory() -> None:
+    """Collect garbage, then hand the CUDA allocator's cached blocks back to the device (where there is one), so
+    that the next engine started in this process finds the memory a closed one held."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_ops(backend: Backend, ops: Sequence[Op]) -> list[Done]:

@@ -25,6 +25,7 @@ from splitlib.backends.base import (
     Score,
     Scored,
     eos_ids_of,
+    free_memory,
     resolve_model,
 )
 
@@ -80,6 +81,15 @@ class HFBackend:
         return cls(net, tok, max_model_len=max_model_len)
 
     # -- Backend protocol -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Drop the model (its weights and, through the sessions' caches, nothing else of ours: sessions of a
+        closed backend must not be used) and give the freed CUDA memory back."""
+        if getattr(self, "model", None) is None:
+            return
+        self.model = None
+        self._queue = Queue()
+        free_memory()
+
     def open(self, prompt_ids: Sequence[int]) -> HFSession:
         return HFSession(self, prompt_ids)
 

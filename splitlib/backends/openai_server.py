@@ -105,7 +105,12 @@ class OpenAIBackend:
         return done
 
     def close(self) -> None:
+        """Cancel the requests not yet sent, stop the worker threads and close the HTTP client (idempotent)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._futures.clear()
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
 
     # -- requests (worker threads: no session mutation here) ----------------------------------------
     def _create(self, **body):

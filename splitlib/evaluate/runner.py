@@ -154,6 +154,9 @@ def score_sample(job: _Job, trace: Trace, protocol: EvalProtocol, batch_wall_s: 
 
 def _run_batch(batch: list[_Job], decode_fn: DecodeFn, protocol: EvalProtocol) -> list[dict]:
     method = batch[0].method
+    preload = getattr(decode_fn, "preload", None)
+    if preload is not None:  # this method's engines, loaded before the clock starts; a service with max_loaded
+        preload([method])  # releases there the models of earlier methods that this one does not use
     start = time.perf_counter()
     traces = decode_fn(method, [j.problem["question"] for j in batch], [j.seed for j in batch], protocol.sampling,
                        protocol.max_new_tokens)

@@ -127,3 +127,45 @@ def check_backend_opts(key: str, opts: Mapping[str, Any], kind_of: Mapping[str, 
         except TypeError as err:
             check(False, f"{key}.{model}", dict(options), str(err))
 
+
+
+# vLLM engines loaded together in one process may claim at most this share of a GPU between them (the rest:
+# CUDA contexts and the allocator's slack, which vLLM's gpu_memory_utilization does not count)
+GPU_SHARE_LIMIT = 0.95
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.92  # what an engine claims when the option is not given
+
+
+def check_gpu_memory(key: str, opts: Mapping[str, Any], profile: str, small_kind: str, big_kind: str,
+                     small_keys: list[str], held_smalls: int = 1) -> None:
+    """On the GPU profile (``paper``), the vLLM engines a stage may hold together must fit on one GPU together.
+
+    The rule: every vLLM engine of a process starts on the first visible GPU(s) (a tensor-parallel one spans GPUs
+    0..tp-1), so a small model's engine and the big model's always share GPU 0, and ``gpu_memory_utilization`` is
+    the share of each of its GPUs an engine claims. The decoder service holds one method's models at a time
+    (``max_loaded=2``): one small engine beside the big one (``held_smalls=1``; notebook 06 profiles the base model
+    while it times a checkpoint: 2). So, when both roles are vLLM: the ``held_smalls`` largest small shares plus
+    the big model's share <= ``GPU_SHARE_LIMIT``. Each vLLM engine of the paper profile also
+    sets ``gpu_memory_utilization`` and ``max_model_len`` explicitly (vLLM's defaults, 0.92 and the model's
+    full context, would let the first engine take the GPU). CPU profiles are not checked: there vLLM sizes its
+    KV cache by ``VLLM_CPU_KVCACHE_SPACE`` and ignores the utilization."""
+    if profile != "paper":
+        return
+    engines = {k: small_kind for k in small_keys} | {"big": big_kind}
+    for model, kind in engines.items():
+        options = opts.get(model, {})
+        if kind == "vllm":
+            missing = [o for o in ("gpu_memory_utilization", "max_model_len") if o not in options]
+            check(not missing, f"{key}.{model}", dict(options),
+                  f"explicit {missing} for a vLLM engine on the paper profile (sized so that the engines held "
+                  "together fit on one GPU)")
+            util = options["gpu_memory_utilization"]
+            check(0 < util <= GPU_SHARE_LIMIT, f"{key}.{model}.gpu_memory_utilization", util,
+                  f"a share of the GPU in (0, {GPU_SHARE_LIMIT}]")
+    if small_kind != "vllm" or big_kind != "vllm":
+        return  # an hf model or a remote server does not share vLLM's budget on GPU 0
+    big = opts["big"]["gpu_memory_utilization"]
+    held = sorted(small_keys, key=lambda m: -opts[m]["gpu_memory_utilization"])[:held_smalls]
+    shares = {m: opts[m]["gpu_memory_utilization"] for m in held}
+    check(sum(shares.values()) + big <= GPU_SHARE_LIMIT + 1e-9, f"{key}.{held[0]}.gpu_memory_utilization", shares,
+          f"small shares that with the big model's {big} sum to at most {GPU_SHARE_LIMIT}: {held_smalls} small "
+          f"engine(s) and the big one share GPU 0 and may claim at most {GPU_SHARE_LIMIT} of it together")

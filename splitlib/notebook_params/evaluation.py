@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from splitlib.notebook_params.common import Common, check_backend_opts, check_decode_fields
+from splitlib.notebook_params.common import Common, check_backend_opts, check_decode_fields, check_gpu_memory
 from splitlib.params import check
 
 
@@ -46,6 +46,10 @@ class _EvalSetup(Common):
             check(False, "decode", self.decode, f"no sampling settings ({err})")
         check_decode_fields("decode", self.decode)
         check_backend_opts("backend_opts", self.backend_opts, {"big": self.big_kind}, self.kind)
+        # the small models a method may load: the base one, 05's checkpoints, any other key with options
+        smalls = [k for k in dict.fromkeys(["base", *getattr(self, "checkpoints", {}), *self.backend_opts])
+                  if k != "big"]
+        check_gpu_memory("backend_opts", self.backend_opts, self.profile, self.kind, self.big_kind, smalls)
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,10 @@ class Figure5Params(Common):
               f"1..timing_problems={self.timing_problems}")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "0 (default) or a number of threads")
         check_backend_opts("backend_opts", self.backend_opts, {}, self.profile_kind)
+        # the profiled base model and big one stay loaded while a timed method's checkpoint runs: two small engines
+        smalls = [k for k in dict.fromkeys(["base", *self.backend_opts]) if k != "big"]
+        check_gpu_memory("backend_opts", self.backend_opts, self.profile, self.profile_kind, self.profile_kind, smalls,
+                         held_smalls=2)
         check(self.timing_problems >= 1, "timing_problems", self.timing_problems, "an integer >= 1")
         check(self.timing_runs >= 1, "timing_runs", self.timing_runs, "an integer >= 1")
         check(bool(self.timing_methods), "timing_methods", self.timing_methods, "at least one method")
