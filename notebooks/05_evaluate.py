@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown
 
-from splitlib import decoder_service, evaluate as ev, plots, provenance, runlock, runs
+from splitlib import decoder_service, evaluate as ev, plots, runlock, runs
 from splitlib.evaluate import baselines
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -107,8 +107,9 @@ P
 rs_metrics = json.loads(runs.require(run / "04_random_switch" / "metrics.json",
                                      made_by="notebooks/04_random_switch.ipynb").read_text())
 rs_rows = ev.read_samples(run / "04_random_switch" / "samples.jsonl")
-baselines.check_same_setup(rs_metrics, proto, problems,  # same protocol, problems and model weights
-                           {r: provenance.model_hash(model_dirs[k]) for r, k in (("small", "base"), ("big", "big"))})
+decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts,
+                                        max_loaded=2)  # one method's models at a time: a small one and the big one
+baselines.check_same_setup(rs_metrics, proto, problems, decoder)  # same protocol, problems, models and settings
 
 # %% [markdown]
 # ## 1 · Small alone, big alone, and split decoding with each trained checkpoint
@@ -117,8 +118,6 @@ baselines.check_same_setup(rs_metrics, proto, problems,  # same protocol, proble
 base_methods = [ev.Method("small only", policy="small_only", small="base"),
                 ev.Method("big only", policy="big_only", small=None, big="big")]
 split_methods = [ev.Method(f"split {name}", policy="split", small=name, big="big") for name in P.checkpoints]
-decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts,
-                                        max_loaded=2)  # one method's models at a time: a small one and the big one
 samples = out / "samples.jsonl"
 
 

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 
 from splitlib import decoder_service, evaluate as ev, paper_results, plots, profiling, provenance, runlock, runs
-from splitlib import simulator, trace
+from splitlib import decoding, simulator, trace
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 
@@ -143,7 +143,7 @@ timed_names = list(dict.fromkeys(method_of(m) for m in P.timing_methods if metho
 timed = ev.methods_from_rows(rows, timed_names)
 settings = {"kind": P.profile_kind, "contexts": list(P.profile_contexts), "repeats": P.profile_repeats,
             "rounds": P.profile_rounds, "torch_threads": P.torch_threads, "timed": timed_names,
-            "timing_runs": P.timing_runs,
+            "timing_runs": P.timing_runs, "backend_opts": P.backend_opts,
             "problems": [p["id"] for p in problems], "models": {"small": model_dirs["base"], "big": model_dirs["big"]},
             "model_hashes": {r: provenance.model_hash(model_dirs[k]) for r, k in (("small", "base"), ("big", "big"))}}
 
@@ -194,7 +194,7 @@ learned_traces = [trace.Trace.from_json(r["trace"]) for r in rows if r["method"]
 prompt_tokens = int(np.mean([t.prompt_tokens.get("small", 0) for t in learned_traces]))
 decode_tokens = max(1, int(np.mean([t.total_tokens for t in learned_traces])))
 switch = simulator.switch_costs_from(learned_traces)
-chunk = int(ev_metrics["decode"].get("big_chunk_tokens", 64))
+chunk = decoding.DecodeConfig(**ev_metrics["decode"]).big_chunk_tokens  # 05's chunk, its default included
 own = dict(prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, chunk=chunk, switch=switch)
 
 # %%

@@ -195,9 +195,8 @@ class DecoderService:
         - ``policy`` and ``policy_params``.
         """
         from splitlib.decoding import DecodeConfig
-        from splitlib.policies import POLICIES
 
-        uses = POLICIES[route.policy].models if route.policy in POLICIES else {"small", "big"}
+        uses = _uses(route)
         refs = {role: getattr(route, role) if role in uses else None for role in ("small", "big")}
         config = asdict(DecodeConfig(**self.decode))
         return {"model": {role: self._model_hash(ref) for role, ref in refs.items()},
@@ -221,9 +220,9 @@ class DecoderService:
         opts = self.backend_opts.get(str(ref), {}) if isinstance(ref, str | Path) else {}
         record = {"kind": self.kinds[role], "options": {k: v for k, v in opts.items() if k not in CAPACITY_OPTIONS}}
         if self.kinds[role] != "openai":  # a local engine: CPU and GPU kernels differ, so the device counts too
-            import torch
+            from splitlib.backends.base import default_device
 
-            record["device"] = opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+            record["device"] = opts.get("device") or default_device()
         return record
 
     def preload(self, routes: Sequence[Route]) -> None:

@@ -93,12 +93,24 @@ def test_check_same_setup_names_what_differs_from_04():
         baselines.check_same_setup({**metrics, "protocol": {}}, PROTOCOL, problems[:1])
 
 
-def test_check_same_setup_refuses_a_random_baseline_decoded_with_other_model_weights():
-    problems = [{"id": "p0"}, {"id": "p1"}]
-    parts = {"model": {"small": "aaa", "big": "bbb"}}
-    metrics = {"protocol": PROTOCOL.__dict__, "problem_ids": ["p0", "p1"],
-               "provenance": {"random r9": {"parts": parts, "key": "k", "rows": 2}}}
-    baselines.check_same_setup(metrics, PROTOCOL, problems, {"small": "aaa", "big": "bbb"})
-    with pytest.raises(ValueError, match=r"'random r9' was decoded with other models \(small model aaa there, ccc here\)"):
-        baselines.check_same_setup(metrics, PROTOCOL, problems, {"small": "ccc", "big": "bbb"})
+class _Decoder:
+    """Stands in for a DecoderService: what it would say determines a route's rows."""
 
+    def __init__(self, small_hash):
+        self.small_hash = small_hash
+
+    def provenance(self, route):
+        return {"model": {"small": self.small_hash, "big": "bbb"}, "decode": {"big_chunk_tokens": 4}}
+
+
+def test_check_same_setup_refuses_a_random_baseline_decoded_with_other_models_or_settings():
+    from splitlib.evaluate.records import method_parts
+
+    problems = [{"id": "p0"}, {"id": "p1"}]
+    method = baselines.aimed_random_method(0.1, 8, 0)
+    parts = method_parts(method, PROTOCOL, _Decoder("aaa"))
+    metrics = {"protocol": PROTOCOL.__dict__, "problem_ids": ["p0", "p1"],
+               "provenance": {method.name: {"parts": parts, "key": "k", "rows": 2}}}
+    baselines.check_same_setup(metrics, PROTOCOL, problems, _Decoder("aaa"))  # its own ratio and chunk aside
+    with pytest.raises(ValueError, match=r"decoded differently \(model.small: aaa there, ccc here\)"):
+        baselines.check_same_setup(metrics, PROTOCOL, problems, _Decoder("ccc"))

@@ -33,6 +33,7 @@ from splitlib.annotate.base import (
     check_fraction,
     tokenizer_hash,
 )
+from splitlib.backends.base import default_device
 from splitlib.params import build
 from splitlib.registry import Registry
 from splitlib.toy.world import step_spans as toy_steps
@@ -236,7 +237,7 @@ def weights_hash(model: PreTrainedModel) -> str:
 def _load(model: str | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | str | None,
           cfg: SurprisalConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if isinstance(model, str):
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        device = default_device() if cfg.device == "auto" else cfg.device
         model = AutoModelForCausalLM.from_pretrained(model, dtype=cfg.dtype).to(device)
     if tokenizer is None or isinstance(tokenizer, str):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer or model.config.name_or_path)

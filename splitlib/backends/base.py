@@ -173,6 +173,13 @@ class Backend(Protocol):
 Session = BaseSession
 
 
+def default_device() -> str:
+    """Where a local model runs when nothing says: the GPU when this process sees one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def free_memory() -> None:
     """Collect garbage, then hand the CUDA allocator's cached blocks back to the device (where there is one), so
     that the next engine started in this process finds the memory a closed one held."""

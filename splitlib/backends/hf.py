@@ -24,6 +24,7 @@ from splitlib.backends.base import (
     Sampling,
     Score,
     Scored,
+    default_device,
     eos_ids_of,
     free_memory,
     resolve_model,
@@ -72,7 +73,7 @@ class HFBackend:
     ) -> HFBackend:
         """Load a directory or hub id; float32 on CPU (bf16 on CPU is refused), bfloat16 by default on CUDA."""
         path = resolve_model(model)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
         if device == "cpu" and dtype != "float32":
             raise ValueError(f"dtype={dtype!r} on CPU: use float32 (half precision on CPU is slow and inexact)")

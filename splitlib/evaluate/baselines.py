@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from splitlib.evaluate import EvalProtocol, Method, aggregate, match_random, random_ratio_for
+from splitlib.evaluate.records import flat_changes, method_parts
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +26,31 @@ RunMethods = Callable[[list[Method]], list[dict]]  # aimed methods -> every row 
 
 
 def check_same_setup(random_metrics: Mapping[str, Any], protocol: EvalProtocol, problems: Sequence[Mapping],
-                     model_hashes: Mapping[str, str] | None = None) -> None:
+                     decoder: Any = None) -> None:
     """Raise unless the random-switch run (its ``metrics.json``) used this ``protocol`` and these ``problems``
-    in this order (the baseline is compared problem by problem), and, given ``model_hashes`` ({"small": …,
-    "big": …}, ``splitlib.provenance.model_hash``), the same small and big model weights and tokenizers."""
+    in this order (the baseline is compared problem by problem), and, given this notebook's ``decoder``, decoded
+    with everything else that determines a row the same way: model weights and tokenizers, engines, decode
+    settings, prompt template and grader (the random switch's own parameters aside)."""
     same = {"protocol": (random_metrics["protocol"], json.loads(json.dumps(asdict(protocol)))),
             "problems": (random_metrics["problem_ids"], [p["id"] for p in problems])}
     different = [k for k, (then, now) in same.items() if then != now]
     if different:
         raise ValueError(f"04_random_switch ran with other {' and '.join(different)} than this notebook's; rerun "
                          "notebooks/04_random_switch.ipynb with the same n_problems and protocol settings")
-    for method, record in (random_metrics.get("provenance") or {}).items() if model_hashes else ():
+    if decoder is None:
+        return
+    own = method_parts(aimed_random_method(0.5, 1, 0), protocol, decoder)
+    for method, record in (random_metrics.get("provenance") or {}).items():
         for variant in record.get("variants", [record]):
-            used = (variant.get("parts") or {}).get("model") or {}
-            changed = {role: (used.get(role), h) for role, h in model_hashes.items()
-                       if used.get(role) is not None and used.get(role) != h}
-            if changed:
-                what = "; ".join(f"{role} model {then} there, {now} here" for role, (then, now) in changed.items())
-                raise ValueError(f"04_random_switch's {method!r} was decoded with other models ({what}): its baseline "
-                                 "would not compare like with like; rerun notebooks/04_random_switch.ipynb")
+            then = {k: v for k, v in (variant.get("parts") or {}).items() if k not in _RANDOM_OWN}
+            diff = flat_changes(then, {k: v for k, v in own.items() if k not in _RANDOM_OWN})
+            if diff:
+                what = "; ".join(f"{k}: {a} there, {b} here" for k, (a, b) in list(diff.items())[:4])
+                raise ValueError(f"04_random_switch's {method!r} was decoded differently ({what}): its baseline would "
+                                 "not compare like with like; rerun notebooks/04_random_switch.ipynb")
+
+
+_RANDOM_OWN = ("policy", "policy_params")  # what a random switch sets for itself
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,14 @@ class _Job:
     sample: int
     seed: int
     provenance: Mapping[str, Any]  # what determines this row (row_parts)
+    provenance_key: str = field(init=False)  # its hash, computed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provenance_key", provenance.key(self.provenance))
 
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.method.name, self.problem["id"], self.sample)
-
-    @property
-    def provenance_key(self) -> str:
-        return provenance.key(self.provenance)
 
 
 def _as_problem(p: Any) -> dict:
@@ -68,7 +68,7 @@ def _as_problem(p: Any) -> dict:
     row = {k: get(k) for k in ("id", "question", "answer")}
     missing = [k for k, v in row.items() if v is None]
     if missing:
-        raise ValueError(f"problem {row['id']!r} lacks {missing}; use splitlib.eval_data loaders")
+        raise ValueError(f"problem {row['id']!r} lacks {missing}; load them with splitlib.data (or evaluate.load_problems)")
     return {"id": str(row["id"]), "question": str(row["question"]), "answer": str(row["answer"])}
 
 
