@@ -52,10 +52,8 @@ class _Flight:
 class VLLMBackend:
     name = "vllm"
     concurrent = True
-    live_engines = 0  # engines of this process not yet closed (the last close also tears vLLM's globals down)
 
     def __init__(self, llm, max_logprobs: int = 20) -> None:
-        VLLMBackend.live_engines += 1
         self.llm = llm
         self.engine = llm.llm_engine
         self.tokenizer = llm.get_tokenizer()
@@ -112,9 +110,9 @@ class VLLMBackend:
 
         The engine core's ``shutdown`` stops its executor (and the worker processes of a tensor-parallel engine,
         which hold their GPUs' memory); dropping our references then lets the weights and KV cache be collected,
-        and ``free_memory`` returns them to the device. vLLM's ``cleanup_dist_env_and_memory`` also destroys the
-        process-wide distributed groups that every in-process engine shares, so it runs only when the last live
-        engine of the process closes."""
+        and ``free_memory`` returns them to the device. vLLM's ``cleanup_dist_env_and_memory`` is not called: it
+        tears down the process-wide distributed groups, and an engine started after it in the same process failed
+        at its first step ("pipeline model parallel group is not initialized")."""
         if self.llm is None:
             return
         core = getattr(self.engine, "engine_core", None)
@@ -123,11 +121,6 @@ class VLLMBackend:
         self.llm = self.engine = None
         self._flights.clear()
         self._ready.clear()
-        VLLMBackend.live_engines -= 1
-        if VLLMBackend.live_engines == 0:
-            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-            cleanup_dist_env_and_memory()
         free_memory()
 
     # -- Backend protocol -----------------------------------------------------------------------------
