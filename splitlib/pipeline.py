@@ -58,15 +58,21 @@ def select(names: list[str], only: list[str] | None, start: str | None) -> list[
     return names
 
 
-def plan(profile: str, names: list[str], run_name: str, outputs_root: str) -> list[Step]:
-    """Validate every notebook's parameter file for ``profile`` before anything runs."""
-    profile_dir = PARAMS_DIR / profile
-    if not profile_dir.is_dir():
+def profile_dir(profile: str) -> Path:
+    """``params/<profile>``; an unknown profile is a ParamError naming the known ones."""
+    folder = PARAMS_DIR / profile
+    if not folder.is_dir():
         known = sorted(p.name for p in PARAMS_DIR.iterdir() if p.is_dir())
         raise sp.ParamError(f"unknown profile {profile!r}; profiles: {', '.join(known)}")
+    return folder
+
+
+def plan(profile: str, names: list[str], run_name: str, outputs_root: str) -> list[Step]:
+    """Validate every notebook's parameter file for ``profile`` before anything runs."""
+    folder = profile_dir(profile)
     steps = []
     for name in names:
-        path = profile_dir / f"{name}.yaml"
+        path = folder / f"{name}.yaml"
         validated = nbp.load_yaml(name, path, {"run_name": run_name, "outputs_root": outputs_root})
         steps.append(Step(name, NOTEBOOKS_DIR / f"{name}.ipynb", path, sp.as_dict(validated)))
     return steps

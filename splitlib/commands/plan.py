@@ -13,11 +13,8 @@ from splitlib.params import ParamError
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    profile_dir = pipeline.PARAMS_DIR / args.profile
     try:
-        if not profile_dir.is_dir():
-            known = sorted(p.name for p in pipeline.PARAMS_DIR.iterdir() if p.is_dir())
-            raise ParamError(f"unknown profile {args.profile!r}; profiles: {', '.join(known)}")
+        profile_dir = pipeline.profile_dir(args.profile)
         run_name = args.run_name or args.profile
         overrides = {"run_name": run_name, "outputs_root": args.outputs_root}
         params = {n: nbp.load_yaml(n, profile_dir / f"{n}.yaml", overrides) for n in pipeline.notebook_names()}

@@ -75,10 +75,7 @@ def launch_command(stage: str, params_file: Path, gpus: int, zero: int | None = 
 
 def _load(args: argparse.Namespace) -> dict:
     notebook = STAGES[args.stage]
-    profile_dir = pipeline.PARAMS_DIR / args.profile
-    if not profile_dir.is_dir():
-        known = sorted(p.name for p in pipeline.PARAMS_DIR.iterdir() if p.is_dir())
-        raise ParamError(f"unknown profile {args.profile!r}; profiles: {', '.join(known)}")
+    profile_dir = pipeline.profile_dir(args.profile)
     overrides = {"run_name": args.run_name or args.profile, "outputs_root": args.outputs_root}
     if args.modes:
         overrides["modes"] = args.modes
