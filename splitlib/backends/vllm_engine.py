@@ -52,8 +52,10 @@ class _Flight:
 class VLLMBackend:
     name = "vllm"
     concurrent = True
+    open_engines = 0  # engines of this process not yet closed: the last one closed shuts its core down
 
     def __init__(self, llm, max_logprobs: int = 20) -> None:
+        VLLMBackend.open_engines += 1
         self.llm = llm
         self.engine = llm.llm_engine
         self.tokenizer = llm.get_tokenizer()
@@ -106,18 +108,23 @@ class VLLMBackend:
         return cls(LLM(**kwargs), max_logprobs=max_logprobs)
 
     def close(self) -> None:
-        """Shut the engine down and free its memory; idempotent.
+        """Free the engine; idempotent.
 
-        The engine core's ``shutdown`` stops its executor (and the worker processes of a tensor-parallel engine,
-        which hold their GPUs' memory); dropping our references then lets the weights and KV cache be collected,
-        and ``free_memory`` returns them to the device. vLLM's ``cleanup_dist_env_and_memory`` is not called: it
-        tears down the process-wide distributed groups, and an engine started after it in the same process failed
-        at its first step ("pipeline model parallel group is not initialized")."""
+        Engines run in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and share vLLM's process-wide distributed
+        state, which an engine core's ``shutdown`` tears down: an engine still open in the same process then fails
+        at its next step ("pipeline model parallel group is not initialized"). So the core is shut down (stopping
+        the workers of a tensor-parallel engine, which hold their GPUs' memory) only when this is the last open
+        engine of the process; otherwise its shutdown-on-collection is disarmed and our references are dropped,
+        so that the weights and KV cache are collected without it. Either way ``free_memory`` collects what is
+        unreferenced and empties the CUDA cache."""
         if self.llm is None:
             return
         core = getattr(self.engine, "engine_core", None)
-        if core is not None:
+        if core is not None and VLLMBackend.open_engines == 1:
             core.shutdown()
+        elif core is not None and getattr(core, "_finalizer", None) is not None:
+            core._finalizer.detach()  # else collecting the core would shut it down, and the shared state with it
+        VLLMBackend.open_engines -= 1
         self.llm = self.engine = None
         self._flights.clear()
         self._ready.clear()
