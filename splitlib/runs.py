@@ -142,8 +142,8 @@ def done_keys(path: str | Path, key: str | tuple[str, ...]) -> set:
 
 # ---------------------------------------------------------------------------------------------------------
 # reuse what was built with the same settings
-def _plain(settings: Mapping[str, Any]) -> dict:
-    """``settings`` as it reads back from JSON (tuples become lists, paths strings)."""
+def json_value(settings: Mapping[str, Any]) -> dict:
+    """``settings`` as it reads back from JSON (tuples become lists, paths strings): the form to compare."""
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
@@ -154,13 +154,13 @@ def saved_settings_match(settings_path: str | Path, settings: Mapping[str, Any],
     p = Path(settings_path)
     if not p.exists() or not all(Path(r).exists() for r in requires):
         return False
-    return json.loads(p.read_text()) == _plain(settings)
+    return json.loads(p.read_text()) == json_value(settings)
 
 
 def save_settings(settings_path: str | Path, settings: Mapping[str, Any]) -> Path:
     """Record the settings that made a result (atomic; written after the result itself, so that a run killed
     half-way never leaves settings that vouch for a missing or partial result)."""
-    return atomic_write_json(settings_path, _plain(settings))
+    return atomic_write_json(settings_path, json_value(settings))
 
 
 def reuse_or_build(directory: str | Path, settings: Mapping[str, Any], build: Callable[[], Any], *,

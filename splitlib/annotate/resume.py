@@ -24,7 +24,7 @@ def provenance_record(annotator: Annotator, tokenizer: Any = None) -> dict[str, 
     """What determines the rows besides their traces, as JSON reads it back."""
     record = {**annotator.describe(),
               "offload_tokenizer_hash": tokenizer_hash(tokenizer) if tokenizer is not None else None}
-    return json.loads(json.dumps(record, default=str))
+    return runs.json_value(record)
 
 
 def check_provenance(out: Path, record: dict[str, Any]) -> None:
