@@ -42,10 +42,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, provenance, runlock, runs
+from splitlib import data, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
-from splitlib.training import report, run_sft
+from splitlib.training import launch, report, run_sft
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 _names_before = set(globals())
@@ -102,13 +102,8 @@ print(rows[0]["annotated"])
 # The preset's TRL settings, overridden by the parameters above (those left `null` keep the preset's value).
 
 # %%
-keys = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "global_batch_size",
-        "max_length", "logging_steps")
-train_params = {"preset": P.preset, "device": P.device, "seed": P.seed,
-                **{k: getattr(P, k) for k in keys if getattr(P, k) is not None}, **P.sft_overrides}
-settings = {"base_model": base, "base_model_hash": provenance.model_hash(base),
-            "annotated_sha256": provenance.file_hash(annotated_path), "n_train": len(rows),
-            "params": train_params}
+train_params = launch.trl_params(as_dict(P), launch.SFT_KEYS, "sft_overrides")
+settings = launch.sft_settings(base, annotated_path, len(rows), train_params)  # what the model is reused under
 model_dir = out / "model"
 train, reused = runs.reuse_or_build(
     out, settings, lambda: run_sft(base, rows, model_dir, train_params, progress=P.progress),

@@ -54,10 +54,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, provenance, runlock, runs
+from splitlib import data, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
-from splitlib.training import report, run_grpo
+from splitlib.training import launch, report, run_grpo
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 _names_before = set(globals())
@@ -122,24 +122,15 @@ display(pd.DataFrame({"reward": P.rewards, "weight": P.reward_weights}).set_inde
 # The preset's TRL settings, overridden by the parameters above (those left `null` keep the preset's value).
 
 # %%
-keys = ("max_steps", "num_generations", "per_device_train_batch_size", "learning_rate", "temperature",
-        "max_completion_length", "beta", "logging_steps")
-base_params = {"preset": P.preset, "device": P.device, "seed": P.seed,
-               **{k: getattr(P, k) for k in keys if getattr(P, k) is not None}, **P.grpo_overrides}
-decode = {k: getattr(P.rollout, k) for k in ("big_chunk_tokens", "max_offload_tokens", "takeback", "takeback_threshold")}
-rollout_params = {"policy": "split", "policy_params": P.rollout.policy_params, "decode": decode,
-                  "big_backend": P.rollout.big_backend, "big_backend_options": P.rollout.big_backend_options}
-fingerprints = {"sft_model": provenance.model_hash(sft_dir),
-                "problems": provenance.value_hash([(p["question"], p["answer"]) for p in problems])}
+base_params = launch.trl_params(as_dict(P), launch.GRPO_KEYS, "grpo_overrides")
+rollout_params = launch.rollout_params(as_dict(P)["rollout"])
+inputs = launch.grpo_inputs(sft_dir, problems)  # hashes of the SFT model and the problems
 
 # %%
 results, provenances = {}, {}
 for mode in P.modes:
     params = {**base_params, **({"rollout": rollout_params} if mode == "offload" else {})}
-    provenances[mode] = settings = {
-        "mode": mode, "sha256": fingerprints, "big_model": big if mode == "offload" else None,
-        "big_model_hash": provenance.model_hash(big) if mode == "offload" else None,
-        "rewards": P.rewards, "reward_weights": P.reward_weights, "params": params}
+    provenances[mode] = settings = launch.grpo_settings(mode, inputs, big, P.rewards, P.reward_weights, params)
     train = partial(run_grpo, sft_dir, big if mode == "offload" else None, problems, out / mode / "model", mode=mode,
                     reward_names=P.rewards, reward_weights=P.reward_weights, params=params, progress=P.progress)
     results[mode], reused = runs.reuse_or_build(out / mode, settings, train, result="train_metrics.json",

@@ -120,17 +120,19 @@ def test_launch_argument_parsing(tmp_path) -> None:
         launch.load_params(tmp_path / "p.json", "sft")
 
 
-def string_tuples(notebook: str) -> list[tuple[str, ...]]:
+def calls(notebook: str) -> set[str]:
+    """``module.function`` names the notebook's script calls."""
     tree = ast.parse((REPO / "notebooks" / f"{notebook}.py").read_text())
-    return [tuple(e.value for e in node.elts) for node in ast.walk(tree)
-            if isinstance(node, ast.Tuple) and node.elts and all(isinstance(e, ast.Constant) for e in node.elts)]
+    return {f"{node.func.value.id}.{node.func.attr}" for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)}
 
 
-def test_launch_passes_the_same_training_keys_as_the_notebooks() -> None:
-    """The launch rebuilds the notebooks' training arguments; a key added to a notebook must be added here too."""
-    assert launch.SFT_KEYS in string_tuples("02_sft")
-    assert launch.GRPO_KEYS in string_tuples("03_grpo")
-    assert launch.DECODE_KEYS in string_tuples("03_grpo")
+def test_the_notebooks_build_their_training_arguments_and_settings_with_the_launchs_functions() -> None:
+    """One piece of code builds what is trained and what it is reused under, for the notebook and the launch."""
+    assert {"launch.trl_params", "launch.sft_settings"} <= calls("02_sft")
+    assert {"launch.trl_params", "launch.rollout_params", "launch.grpo_inputs", "launch.grpo_settings"} <= calls(
+        "03_grpo")
 
 
 def test_launch_trains_sft_like_notebook_02_and_reuses_it(tiny_model_dirs, toy_problems, tmp_path) -> None:

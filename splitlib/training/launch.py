@@ -5,8 +5,9 @@
 ``--params`` is a JSON file of the notebook's parameters, already validated against its schema
 (``splitreason train`` writes it). Every process of the launch trains; the main process writes what the notebook's
 training cell writes (``model/``, ``train_settings.json``, ``train_metrics.json``) with the same settings, so the
-notebook run afterwards reuses the model instead of training again. The arguments given to ``run_sft`` /
-``run_grpo`` are built exactly as in the notebooks (``tests/test_train_command.py`` holds the key lists equal).
+notebook run afterwards reuses the model instead of training again. The notebooks build the arguments of
+``run_sft`` / ``run_grpo`` and the settings their reuse is keyed on with the same functions (``trl_params``,
+``rollout_params``, ``sft_settings``, ``grpo_settings``), so a launched model is the one the notebook would train.
 """
 
 from __future__ import annotations
@@ -53,6 +54,27 @@ def rollout_params(rollout: Mapping[str, Any]) -> dict[str, Any]:
             "big_backend": rollout["big_backend"], "big_backend_options": rollout["big_backend_options"]}
 
 
+def sft_settings(base: str, annotated_path: Path, n_train: int, train_params: Mapping[str, Any]) -> dict[str, Any]:
+    """What an SFT model is reused under: the base model (and its weights' hash), the annotations, the params."""
+    return {"base_model": base, "base_model_hash": provenance.model_hash(base),
+            "annotated_sha256": provenance.file_hash(annotated_path), "n_train": n_train, "params": dict(train_params)}
+
+
+def grpo_inputs(sft_dir: Path, problems: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Hashes of what every GRPO mode starts from: the SFT model and the training problems."""
+    return {"sft_model": provenance.model_hash(sft_dir),
+            "problems": provenance.value_hash([(q["question"], q["answer"]) for q in problems])}
+
+
+def grpo_settings(mode: str, inputs: Mapping[str, str], big: str | None, rewards: Sequence[str],
+                  reward_weights: Sequence[float], params: Mapping[str, Any]) -> dict[str, Any]:
+    """What one GRPO mode's model is reused under (offload mode adds the big model and its hash)."""
+    offload = mode == "offload"
+    return {"mode": mode, "sha256": dict(inputs), "big_model": big if offload else None,
+            "big_model_hash": provenance.model_hash(big) if offload else None,
+            "rewards": list(rewards), "reward_weights": list(reward_weights), "params": dict(params)}
+
+
 def reuse_or_train(directory: Path, settings: Mapping[str, Any], train: Callable[[], dict]) -> tuple[dict, bool]:
     """``runs.reuse_or_build`` for a training launched on several processes: all train, the main one writes."""
     result, settings_file = directory / "train_metrics.json", directory / "train_settings.json"
@@ -80,9 +102,7 @@ def train_sft(p: Mapping[str, Any]) -> dict:
     base = p["base_model"] or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
     rows = runs.read_jsonl(annotated_path)[: p["n_train"]]
     train_params = trl_params(p, SFT_KEYS, "sft_overrides")
-    settings = {"base_model": base, "base_model_hash": provenance.model_hash(base),
-                "annotated_sha256": provenance.file_hash(annotated_path), "n_train": len(rows),
-                "params": train_params}
+    settings = sft_settings(base, annotated_path, len(rows), train_params)
     progress = p["progress"] and is_main_process()
     result, reused = reuse_or_train(out, settings, lambda: run_sft(base, rows, out / "model", train_params, progress))
     return {"02_sft": {"reused": reused, "steps": result["steps"], "train_wall_s": result["train_wall_s"]}}
@@ -108,15 +128,12 @@ def train_grpo(p: Mapping[str, Any]) -> dict:
                                                  made_by="notebooks/00_models.ipynb").parent)
     problems = _grpo_problems(p, run)
     base_params = trl_params(p, GRPO_KEYS, "grpo_overrides")
-    fingerprints = {"sft_model": provenance.model_hash(sft_dir),
-                    "problems": provenance.value_hash([(q["question"], q["answer"]) for q in problems])}
+    fingerprints = grpo_inputs(sft_dir, problems)
     done = {}
     for mode in p["modes"]:
         offload = mode == "offload"
         params = {**base_params, **({"rollout": rollout_params(p["rollout"])} if offload else {})}
-        settings = {"mode": mode, "sha256": fingerprints, "big_model": big if offload else None,
-                    "big_model_hash": provenance.model_hash(big) if offload else None,
-                    "rewards": p["rewards"], "reward_weights": p["reward_weights"], "params": params}
+        settings = grpo_settings(mode, fingerprints, big, p["rewards"], p["reward_weights"], params)
 
         def train(mode: str = mode, params: dict = params, offload: bool = offload) -> dict:
             return run_grpo(sft_dir, big if offload else None, problems, out / mode / "model", mode=mode,
