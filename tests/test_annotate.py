@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -688,14 +683,9 @@ def test_figures_are_matplotlib_figures():
 
 # =============================================================================================================
 # a real vLLM OpenAI-compatible server with a random-init toy model: its answers are poor, which exercises rejection
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(toy_tokenizer, tmp_path_factory):
+    from splitlib.serve import VLLMServer
     from splitlib.toy.models import ToyModelConfig, build_model
 
     root = tmp_path_factory.mktemp("vllm_model")
@@ -704,33 +694,11 @@ def vllm_server(toy_tokenizer, tmp_path_factory):
                                        intermediate_size=128, max_position_embeddings=2048), toy_tokenizer, seed=0)
     model.save_pretrained(root / "model")
     toy_tokenizer.save_pretrained(root / "model")
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(root / "model"),
-         "--served-model-name", "toy", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-         "--enforce-eager", "--max-model-len", "2048"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited ({proc.returncode}); see {root / 'server.log'}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"vLLM server not up after 240 s; see {root / 'server.log'}")
-                time.sleep(2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    spec = {"model": str(root / "model"), "served_model_name": "toy", "port": 0, "startup_timeout_s": 240,
+            "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+            "args": {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}}
+    with VLLMServer(spec, root / "server.log") as server:
+        yield server.base_url
 
 
 @pytest.mark.slow
