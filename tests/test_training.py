@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,8 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from trl import GRPOTrainer
 
 from splitlib import prompts, rewards, tags
+from splitlib.backends import testing as tiny_engines
 from splitlib.backends.testing import SteeredHFBackend
-from splitlib.decoder_service import Route
+from splitlib.backends.vllm_engine import VLLMBackend
+from splitlib.decoder_service import DecoderService, Route
 from splitlib.registry import Registry, UnknownNameError
 from splitlib.seeds import derive_seed
 from splitlib.toy.models import ToyModelConfig, build_model
@@ -36,10 +39,15 @@ from splitlib.training.configs import device_flags, precision
 from splitlib.training.grpo import rollout_problems
 from splitlib.training.rollout import (
     OffloadRollout,
+    RolloutProblem,
+    awake,
+    colocated_generation,
     generation_indices,
     offload_decoder,
     policy_logprobs,
     prompt_token_ids,
+    sequential_reasons,
+    step_stats,
 )
 
 TINY = ToyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
@@ -551,3 +559,163 @@ def test_two_step_grpo_on_cuda(mode, tiny_model_dirs, toy_problems, toy_tokenize
         progress=False,
     )
     assert len(metrics["steps"]) == 2
+
+
+# -- the rollout on TRL's colocated vLLM engine ("policy_engine: vllm") ------------------------------------------
+def test_step_stats_report_generated_tokens_and_throughput_over_the_measured_decode_wall(toy_tokenizer) -> None:
+    traces = [hand_trace(toy_tokenizer), hand_trace(toy_tokenizer, big_text=BIG_TEXTS[1])]
+    row = step_stats(3, traces, [RolloutProblem("q")] * 2, decode_wall_s=0.5)
+    assert row["generated_tokens"] == sum(t.total_tokens for t in traces) > 0
+    assert row["decode_wall_s"] == 0.5 and row["tok_per_s"] == row["generated_tokens"] / 0.5
+
+
+@pytest.mark.parametrize(("policy_engine", "big_backend", "policy", "reasons"), [
+    ("hf", "hf", "split", ["policy_engine='hf' does not batch", "big_backend='hf' does not batch"]),
+    ("vllm", "hf", "split", ["big_backend='hf' does not batch"]),
+    ("vllm", "vllm", "split", []),
+    ("vllm", "openai", "split", []),
+    ("vllm", "hf", "small_only", []),  # the big model is never called
+])
+def test_sequential_reasons_name_every_engine_that_does_not_batch(policy_engine, big_backend, policy, reasons) -> None:
+    assert sequential_reasons(policy_engine, big_backend, policy) == reasons
+
+
+def test_policy_engine_vllm_without_use_vllm_is_refused_before_anything_loads(tiny_model_dirs, toy_problems, tmp_path):
+    params = {**SMOKE_TRL, "rollout": {"policy_engine": "vllm"}}  # CPU: grpo_config leaves use_vllm off
+    with pytest.raises(ValueError, match=r"policy_engine='vllm'.*use_vllm=False.*set use_vllm=True, vllm_mode="):
+        run_grpo(tiny_model_dirs["small"], tmp_path / "no-big-model-here", toy_problems[:4], tmp_path / "grpo",
+                 mode="offload", params=params, progress=False)
+    with pytest.raises(ValueError, match="vllm_mode='server'.*colocate"):
+        run_grpo(tiny_model_dirs["small"], tmp_path / "no-big-model-here", toy_problems[:4], tmp_path / "grpo",
+                 mode="offload", params={**params, "use_vllm": True, "vllm_mode": "server"}, progress=False)
+
+
+def test_vllm_policy_engine_refuses_a_steered_backend_an_unknown_engine_and_a_trainer_without_vllm() -> None:
+    route = Route("split", small=None, big="big")
+    with pytest.raises(ValueError, match="small_backend replaces the hf policy engine"):
+        OffloadRollout({}, scripted_decode, route, True, small_backend=SteeredHFBackend, policy_engine="vllm")
+    with pytest.raises(UnknownNameError, match="hf, vllm"):
+        OffloadRollout({}, scripted_decode, route, True, policy_engine="sglang")
+    with pytest.raises(RuntimeError, match="no colocated vLLM engine.*use_vllm=True"):
+        colocated_generation(SimpleNamespace(vllm_generation=None))
+
+
+class SleepyGeneration:
+    """TRL's VLLMGeneration under ``vllm_enable_sleep_mode`` as far as the rollout touches it (sleep mode needs a
+    GPU): records the order of syncs, wake-ups and sleeps."""
+
+    def __init__(self, weights_sleeping: bool) -> None:
+        self.enable_sleep_mode = True
+        self._llm_weights_sleeping = weights_sleeping
+        self.calls: list[str] = []
+        self.llm = SimpleNamespace(wake_up=lambda tags: self.calls.append(f"wake {tags}"),
+                                   sleep=lambda level: self.calls.append(f"sleep {level}"))
+
+    def sync_weights(self) -> None:
+        self.calls.append("sync")
+        self._llm_weights_sleeping = False
+
+
+@pytest.mark.parametrize(("weights_sleeping", "first"), [(False, []), (True, ["sync"])])
+def test_awake_wakes_a_sleeping_engine_as_trl_generate_does(weights_sleeping, first) -> None:
+    """TRL synced the weights this step (False) or not (True: a second rollout in the same optimizer step)."""
+    generation = SleepyGeneration(weights_sleeping)
+    with awake(generation):
+        generation.calls.append("decode")
+    assert generation.calls == [*first, "wake ['kv_cache']", "decode", "sleep 2"]
+    assert generation._llm_weights_sleeping  # the next rollout re-pushes the weights unless TRL does
+    plain = SimpleNamespace(enable_sleep_mode=False)
+    with awake(plain):
+        pass
+
+
+@pytest.fixture(scope="module")
+def engine_dirs() -> dict:
+    """The tiny models the suite's shared vLLM engines load (``splitlib.backends.testing``)."""
+    return tiny_engines.tiny_model_dirs()
+
+
+@pytest.fixture(scope="module")
+def vllm_engines(engine_dirs) -> tuple[VLLMBackend, VLLMBackend]:
+    """(policy, big): the suite's shared engines; the policy's stands in for TRL's colocated engine, which after
+    TRL's weight sync holds exactly the policy's weights (here: both loaded from the same directory)."""
+    return (tiny_engines.shared_vllm(str(engine_dirs["small"])), tiny_engines.shared_vllm(str(engine_dirs["big"])))
+
+
+def rollout_on(policy_engine: str, big, engine_dirs, problems, tmp_path, llm=None):
+    """An offload rollout of 2 problems x 2 generations on a real GRPOTrainer (TRL's vLLM off: with it on, TRL's
+    own weight sync would run, which fails on CPU, see test_grpo_offload_step_on_trls_colocated_engine_on_cuda);
+    ``llm`` is attached where TRL keeps its colocated engine."""
+    tok = AutoTokenizer.from_pretrained(engine_dirs["small"])
+    dataset = grpo_dataset(problems, tok)
+    decoder = DecoderService(decode={"big_chunk_tokens": 8, "max_offload_tokens": 16})
+    rollout = OffloadRollout(rollout_problems(problems, dataset), decoder, Route("split", small=None, big=big),
+                             same_tokenizer=True, policy_engine=policy_engine)
+    args = grpo_config("smoke", device="cpu", output_dir=str(tmp_path), max_completion_length=48)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(engine_dirs["small"]), reward_funcs=[by_position],
+                          args=args, train_dataset=dataset, processing_class=tok, rollout_func=rollout)
+    if llm is not None:
+        trainer.vllm_generation = SimpleNamespace(llm=llm, enable_sleep_mode=False)
+    prompts_batch = [row["prompt"] for row in dataset for _ in range(args.num_generations)]
+    return rollout, trainer, rollout(prompts_batch, trainer)
+
+
+@pytest.mark.slow
+def test_vllm_policy_engine_rollout_advances_every_completion_together_with_the_hf_contract(
+    vllm_engines, engine_dirs, toy_problems, tmp_path, monkeypatch
+) -> None:
+    vsmall, vbig = vllm_engines
+    in_flight: list[int] = []  # the policy engine's requests in flight at each of its polls (= engine steps)
+    poll = VLLMBackend.poll
+
+    def counting_poll(self):
+        if not self.owns_engine:
+            in_flight.append(len(self._flights))
+        return poll(self)
+
+    monkeypatch.setattr(VLLMBackend, "poll", counting_poll)
+    rollout, trainer, out = rollout_on("vllm", vbig, engine_dirs, toy_problems[:2], tmp_path / "v", llm=vsmall.llm)
+    _, _, hf_out = rollout_on("hf", vbig, engine_dirs, toy_problems[:2], tmp_path / "h")
+
+    # all four completions were in the policy engine's steps together; the borrowed backend left nothing behind
+    assert max(in_flight) == len(out["completion_ids"]) == 4
+    assert not vsmall.engine.has_unfinished_requests() and vsmall.llm is not None
+    # the same contract as the hf engine's rollout
+    assert set(out) == set(hf_out)
+    tok = trainer.processing_class
+    traces = [Trace.from_json(t) for t in out["traces"]]
+    questions = [p.question for p in toy_problems[:2] for _ in range(2)]
+    assert out["prompt_ids"] == [prompt_token_ids(tok, q) for q in questions]
+    for ids, logps, mask, trace in zip(out["completion_ids"], out["logprobs"], out["env_mask"], traces, strict=True):
+        assert len(ids) == len(logps) == len(mask) > 0
+        assert mask.count(0) >= trace.tokens("big")  # the big model's tokens stay out of the loss
+    assert sum(t.handoffs for t in traces) > 0 and sum(t.tokens("big") for t in traces) > 0
+    # the engine IS the policy: what it sampled is likely under the HF policy (the log-probs TRL trains on), the
+    # big model's text is not
+    own = [lp for logps, mask in zip(out["logprobs"], out["env_mask"]) for lp, m in zip(logps, mask) if m]
+    big = [lp for logps, mask in zip(out["logprobs"], out["env_mask"]) for lp, m in zip(logps, mask) if not m]
+    assert statistics.fmean(own) > -1.0 > statistics.fmean(big)
+    # the step's throughput, for notebook 03
+    (row,) = rollout.history
+    assert row["generated_tokens"] == sum(t.total_tokens for t in traces)
+    assert row["decode_wall_s"] > 0 and row["tok_per_s"] == row["generated_tokens"] / row["decode_wall_s"]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_grpo_offload_step_on_trls_colocated_engine_on_cuda(engine_dirs, toy_problems, tmp_path, with_distinct_chars):
+    """A full training step with policy_engine vllm: TRL starts its colocated engine and syncs the policy's weights
+    into it, the rollout decodes on it with a vLLM big model. GPU only: on CPU, vLLM 0.32 repacks the linear
+    weights for oneDNN and drops the parameters that TRL 1.16's ``sync_weights`` loads into ('Parameter' object has
+    no attribute 'weight_loader')."""
+    before = state_snapshot(AutoModelForCausalLM.from_pretrained(engine_dirs["small"]))
+    params = {**SMOKE_TRL, "device": "cuda", "max_steps": 1, "use_vllm": True, "vllm_mode": "colocate",
+              "vllm_gpu_memory_utilization": 0.2, "vllm_max_model_length": 512,
+              "rollout": {"policy_engine": "vllm", "big_backend": "vllm",
+                          "big_backend_options": {"max_model_len": 512, "gpu_memory_utilization": 0.2},
+                          "decode": {"big_chunk_tokens": 8, "max_offload_tokens": 16}}}
+    metrics = run_grpo(engine_dirs["small"], engine_dirs["big"], toy_problems[:4], tmp_path / "grpo", mode="offload",
+                       reward_names=["paper", "distinct_chars"], params=params, progress=False)
+    (row,) = metrics["steps"]
+    assert row["rollout/generated_tokens"] > 0 and row["rollout/tok_per_s"] > 0
+    assert changed(before, tmp_path / "grpo")

@@ -54,8 +54,10 @@ class VLLMBackend:
     concurrent = True
     open_engines = 0  # engines of this process not yet closed: the last one closed shuts its core down
 
-    def __init__(self, llm, max_logprobs: int = 20) -> None:
-        VLLMBackend.open_engines += 1
+    def __init__(self, llm, max_logprobs: int = 20, owns_engine: bool = True) -> None:
+        self.owns_engine = owns_engine  # False: ``borrow``ed, someone else's engine (TRL's colocated one)
+        if owns_engine:
+            VLLMBackend.open_engines += 1
         self.llm = llm
         self.engine = llm.llm_engine
         self.tokenizer = llm.get_tokenizer()
@@ -69,6 +71,16 @@ class VLLMBackend:
         self._flights: dict[str, _Flight] = {}
         self._ready: list[Done] = []  # ops finished without an engine request (nothing to do)
         self._next_id = 0
+        self._id_prefix = "sr-" if owns_engine else f"sr-{id(self):x}-"  # apart from the owner's requests
+
+    @classmethod
+    def borrow(cls, llm) -> VLLMBackend:
+        """A backend over an engine someone else started and keeps (TRL's colocated ``vllm.LLM``): it uses the
+        engine's own settings (its ``max_logprobs`` bounds the take-back check's top-k), and ``close`` only aborts
+        this backend's requests still in flight and drops its references, never shutting the engine down."""
+        limit = int(llm.llm_engine.model_config.max_logprobs)
+        vocab = int(llm.llm_engine.model_config.get_vocab_size())
+        return cls(llm, max_logprobs=vocab if limit < 0 else limit, owns_engine=False)
 
     @classmethod
     def load(
@@ -116,8 +128,16 @@ class VLLMBackend:
         the workers of a tensor-parallel engine, which hold their GPUs' memory) only when this is the last open
         engine of the process; otherwise its shutdown-on-collection is disarmed and our references are dropped,
         so that the weights and KV cache are collected without it. Either way ``free_memory`` collects what is
-        unreferenced and empties the CUDA cache."""
+        unreferenced and empties the CUDA cache. A ``borrow``ed engine is its owner's: only this backend's requests
+        in flight are aborted and its references dropped."""
         if self.llm is None:
+            return
+        if not self.owns_engine:
+            if self._flights:
+                self.engine.abort_request(list(self._flights))
+            self.llm = self.engine = None
+            self._flights.clear()
+            self._ready.clear()
             return
         core = getattr(self.engine, "engine_core", None)
         if core is not None and VLLMBackend.open_engines == 1:
@@ -176,7 +196,7 @@ class VLLMBackend:
             prompt, params = op.session.ids + flight.out, self._decode_params(flight)
         else:
             prompt, params = op.session.ids + list(op.ids), self._score_params(op, flight.uncached)
-        request_id = f"sr-{self._next_id}"
+        request_id = f"{self._id_prefix}{self._next_id}"
         self._next_id += 1
         self.engine.add_request(request_id, TokensPrompt(prompt_token_ids=prompt), params)
         self._flights[request_id] = flight
@@ -245,6 +265,16 @@ class VLLMBackend:
             return None
         s.ids.extend(flight.out)
         return Done(op, flight.out, time.perf_counter() - flight.t0)
+
+
+def release_foreign_engine(llm) -> None:
+    """Let go of an engine this project did not start (TRL's colocated one) once its owner is done with it, by
+    ``VLLMBackend.close``'s rule: while an engine of ours is open in this process, disarm the foreign core's
+    shutdown-on-collection (its shutdown would tear down the distributed state ours share); otherwise leave its
+    shutdown to its owner."""
+    core = getattr(llm.llm_engine, "engine_core", None)
+    if VLLMBackend.open_engines and getattr(core, "_finalizer", None) is not None:
+        core._finalizer.detach()
 
 
 def _top1(entry) -> tuple[int, float]:

@@ -86,7 +86,8 @@ GRPO_PRESETS: Registry[dict[str, Any]] = Registry("GRPO preset", {
         "epsilon": 0.2,
         "num_generations": 14,
         "per_device_train_batch_size": 14,
-        "use_vllm": True,  # rollouts by vLLM (paper mode on a GPU; dropped on CPU and in offload mode)
+        "use_vllm": True,  # rollouts by vLLM (on a GPU; dropped on CPU, where TRL's weight sync into vLLM fails)
+        "vllm_mode": "colocate",  # in each training process (TRL's default, "server", needs `trl vllm-serve` running)
         "gradient_checkpointing": True,
         "logging_steps": 1,
         "save_strategy": "no",

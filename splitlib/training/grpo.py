@@ -20,10 +20,16 @@ from trl import GRPOTrainer
 
 from splitlib import prompts, rewards
 from splitlib.backends.base import resolve_model
-from splitlib.backends.hf import HFBackend
+from splitlib.backends.vllm_engine import release_foreign_engine
 from splitlib.registry import Registry
 from splitlib.training.configs import grpo_config, precision, train_and_save
-from splitlib.training.rollout import OffloadRollout, RolloutProblem, offload_decoder
+from splitlib.training.rollout import (
+    OffloadRollout,
+    RolloutProblem,
+    check_policy_engine,
+    offload_decoder,
+    sequential_reasons,
+)
 from splitlib.training.tokens import require_control_tokens, trl_prompt_text
 
 log = logging.getLogger(__name__)
@@ -104,14 +110,31 @@ def build_offload_rollout(
 ) -> OffloadRollout:
     """The offload ``rollout_func``: the decoder service with the frozen big model in ``big_dir``.
 
-    ``rollout_params``: keyword arguments of ``splitlib.training.rollout.offload_decoder``, and ``small_backend``
-    (how the live policy is wrapped; default the ``hf`` backend)."""
+    ``rollout_params``: keyword arguments of ``splitlib.training.rollout.offload_decoder``, ``policy_engine``
+    (``hf``, the default, or ``vllm``: TRL's colocated engine) and ``small_backend`` (replaces the ``hf`` engine's
+    backend). Warns when the rollout batch would be decoded one completion at a time."""
     params = dict(rollout_params)
-    small_backend = params.pop("small_backend", HFBackend)
+    policy_engine = params.pop("policy_engine", "hf")
+    small_backend = params.pop("small_backend", None)
+    slow = sequential_reasons(policy_engine, params.get("big_backend", "hf"), params.get("policy", "split"))
+    if slow:
+        log.warning("offload rollouts will decode one completion at a time (%s): for batched rollouts use "
+                    "policy_engine='vllm' (with use_vllm) and big_backend 'vllm' or 'openai'", "; ".join(slow))
     big_tokenizer = AutoTokenizer.from_pretrained(big_dir)
     decoder, route = offload_decoder(big_dir, **params)
     return OffloadRollout(rollout_problems(problems, dataset), decoder, route,
-                          _same_tokenizer(tokenizer, big_tokenizer), run_seed=run_seed, small_backend=small_backend)
+                          _same_tokenizer(tokenizer, big_tokenizer), run_seed=run_seed, small_backend=small_backend,
+                          policy_engine=policy_engine)
+
+
+def _release_engines(trainer: GRPOTrainer | None, rollout: OffloadRollout | None) -> None:
+    """After training: TRL's colocated vLLM engine is let go by ``VLLMBackend.close``'s rule (it shares vLLM's
+    process-wide state with our engines), then the rollout's big-model backend is closed."""
+    generation = getattr(trainer, "vllm_generation", None)
+    if getattr(generation, "llm", None) is not None:
+        release_foreign_engine(generation.llm)
+    if rollout is not None:
+        rollout.close()
 
 
 def run_grpo(
@@ -128,8 +151,12 @@ def run_grpo(
     """GRPO from the model in ``model_dir`` (its tokenizer must have the control tokens); saves to ``out_dir``.
 
     ``params``: ``preset`` (paper/toy/smoke), ``device``, ``rollout`` (offload mode: keyword arguments of
-    ``splitlib.training.rollout.offload_decoder`` — policy, decoder settings — and ``small_backend``) and any
-    ``trl.GRPOConfig`` field.
+    ``splitlib.training.rollout.offload_decoder`` — policy, decoder settings —, ``policy_engine`` and
+    ``small_backend``, see ``build_offload_rollout``) and any ``trl.GRPOConfig`` field. Offload mode with
+    ``policy_engine: hf`` turns TRL's vLLM off unless ``use_vllm`` is given; ``policy_engine: vllm`` needs
+    ``use_vllm=True, vllm_mode='colocate'`` and is refused before anything loads otherwise; ``auto`` is ``vllm``
+    where the config has that engine (the paper preset on a GPU) and ``hf`` elsewhere (on CPU TRL's weight sync
+    into vLLM fails).
     Returns metrics: per-step logs (TRL's rewards per function, completion lengths, loss; in offload mode the
     step's mean offload fraction and accuracy under ``rollout/``), measured wall seconds, steps.
     """
@@ -139,8 +166,9 @@ def run_grpo(
     params = dict(params or {})
     preset, device = params.pop("preset", "toy"), params.pop("device", "auto")
     rollout_params = params.pop("rollout", {})
-    if mode == "offload":
-        params.setdefault("use_vllm", False)  # the policy decodes through the engine's hf backend
+    policy_engine = rollout_params.get("policy_engine", "hf")
+    if mode == "offload" and policy_engine == "hf":
+        params.setdefault("use_vllm", False)  # the policy decodes through the hf backend: TRL's engine would idle
     if reward_weights is not None:
         params["reward_weights"] = list(reward_weights)
     out_dir = Path(out_dir)
@@ -149,20 +177,33 @@ def run_grpo(
     require_control_tokens(tokenizer)
     # The config before the model: under DeepSpeed ZeRO-3 it is what lets the model load already partitioned.
     args = grpo_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
+    if mode == "offload" and policy_engine == "auto":  # TRL's colocated engine where the config starts one
+        policy_engine = "vllm" if args.use_vllm and args.vllm_mode == "colocate" else "hf"
+        rollout_params = {**rollout_params, "policy_engine": policy_engine}
+        log.info("offload rollouts: policy_engine auto -> %s", policy_engine)
+    if mode == "offload":
+        check_policy_engine(policy_engine, args)
+        if policy_engine == "hf" and args.use_vllm:
+            log.warning("use_vllm=True with rollout policy_engine='hf': TRL's vLLM engine is started and synced every "
+                        "step but offload rollouts do not use it; set rollout policy_engine: vllm to decode on it")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision(device).load_dtype)
     dataset = grpo_dataset(problems, tokenizer)
     rollout = None
     if mode == "offload":
         rollout = build_offload_rollout(problems, dataset, tokenizer, big_dir, rollout_params, args.seed)
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_functions(reward_names),
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        rollout_func=rollout,
-    )
-    result, wall_s = train_and_save(trainer, tokenizer, out_dir, progress)
+    trainer = None
+    try:
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_functions(reward_names),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            rollout_func=rollout,
+        )
+        result, wall_s = train_and_save(trainer, tokenizer, out_dir, progress)
+    finally:
+        _release_engines(trainer, rollout)
     log.info("GRPO (%s): %d steps in %.1f s", mode, result.global_step, wall_s)
     return {
         "mode": mode,

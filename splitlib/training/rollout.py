@@ -14,6 +14,13 @@ handed to the reward functions as a per-completion keyword argument.
 The decoder is any ``splitlib.decoder_service.DecodeFn`` (``offload_decoder`` builds the real one): each step the
 rollout hands it a route whose small model is the live policy, wrapped in a backend (no reload from disk), and the
 per-(prompt, generation, step) seeds as the engine's problem keys ``f"rollout-{seed}"``.
+
+The policy's engine (``policy_engine``, ``POLICY_ENGINES``): ``hf`` wraps the policy model itself in the ``hf``
+backend, which decodes the batch one completion at a time; ``vllm`` wraps TRL's colocated vLLM engine
+(``use_vllm=True, vllm_mode="colocate"``), whose weights TRL syncs with the policy before each step's rollout, so
+that with a batching big backend (``vllm``, ``openai``) ``decode_many`` advances every completion of the batch in
+the same engine steps. Either way the log-probabilities TRL trains on are the policy model's own
+(``policy_logprobs``).
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -34,8 +43,10 @@ from trl.models import unwrap_model_for_generation
 from splitlib import grading, prompts, tags
 from splitlib.backends import Backend
 from splitlib.backends.hf import HFBackend
+from splitlib.backends.vllm_engine import VLLMBackend
 from splitlib.decoder_service import DecodeFn, DecoderService, Route
 from splitlib.handoff import encode_text
+from splitlib.registry import Registry
 from splitlib.sampling import Sampling
 from splitlib.seeds import derive_seed
 from splitlib.trace import Trace
@@ -122,6 +133,100 @@ def policy_logprobs(
 
 # -- the engine boundary ----------------------------------------------------------------------------------------
 SmallBackendFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase], Backend]
+PolicyEngineName = Literal["hf", "vllm"]
+
+
+@dataclass(frozen=True)
+class PolicyEngine:
+    """How rollouts run the live policy. ``open(trainer)``: a context around one rollout (outside TRL's model
+    unwrapping) that yields the factory of the small model's backend and releases what it made; ``batches``:
+    whether that backend steps many completions together; ``needs``: what the GRPO config must say."""
+
+    open: Callable[[Any], AbstractContextManager[SmallBackendFactory]]
+    batches: bool
+    needs: str = ""
+
+
+@contextmanager
+def _hf_engine(trainer: Any) -> Iterator[SmallBackendFactory]:
+    yield HFBackend
+
+
+def colocated_generation(trainer: Any) -> Any:
+    """TRL's colocated vLLM generation object of ``trainer`` (``trainer.vllm_generation``, engine at ``.llm``)."""
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None or getattr(generation, "llm", None) is None:
+        raise RuntimeError("policy_engine='vllm': the trainer has no colocated vLLM engine (trainer.vllm_generation."
+                           "llm); build the GRPOTrainer with use_vllm=True and vllm_mode='colocate'")
+    return generation
+
+
+@contextmanager
+def awake(generation: Any) -> Iterator[None]:
+    """TRL's engine, awake for a rollout. Under ``vllm_enable_sleep_mode`` TRL keeps it asleep outside its own
+    generation (level 2: weights and KV cache discarded) and, before calling a rollout function, re-pushes the
+    weights only once per optimizer step. So, as TRL's ``generate`` does: re-push the policy's weights if they
+    are discarded, wake the KV cache; afterwards sleep again with the weights marked discarded."""
+    if not getattr(generation, "enable_sleep_mode", False):
+        yield
+        return
+    if getattr(generation, "_llm_weights_sleeping", True):  # unknown (another TRL): re-push, never stale weights
+        generation.sync_weights()
+    generation.llm.wake_up(tags=["kv_cache"])
+    try:
+        yield
+    finally:
+        generation.llm.sleep(level=2)
+        generation._llm_weights_sleeping = True
+
+
+@contextmanager
+def _colocated_vllm_engine(trainer: Any) -> Iterator[SmallBackendFactory]:
+    generation = colocated_generation(trainer)
+    made: list[VLLMBackend] = []
+
+    def borrow(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Backend:
+        made.append(VLLMBackend.borrow(generation.llm))  # TRL synced its weights: it IS the policy
+        return made[-1]
+
+    with awake(generation):
+        try:
+            yield borrow
+        finally:
+            for backend in made:
+                backend.close()  # aborts requests left in flight; TRL's engine stays up
+
+
+POLICY_ENGINES: Registry[PolicyEngine] = Registry("rollout policy engine", {
+    "hf": PolicyEngine(_hf_engine, batches=False),  # the policy model itself, one completion at a time
+    "vllm": PolicyEngine(_colocated_vllm_engine, batches=True, needs="use_vllm=True, vllm_mode='colocate'"),
+})
+
+
+def check_policy_engine(policy_engine: str, args: Any) -> None:
+    """Refuse, before training, a policy engine the GRPO config ``args`` cannot serve."""
+    engine = POLICY_ENGINES[policy_engine]  # an unknown name raises, listing the engines
+    if engine.needs and not (getattr(args, "use_vllm", False) and getattr(args, "vllm_mode", None) == "colocate"):
+        raise ValueError(
+            f"rollout policy_engine={policy_engine!r} decodes on TRL's colocated vLLM engine, but the GRPO config has "
+            f"use_vllm={getattr(args, 'use_vllm', None)}, vllm_mode={getattr(args, 'vllm_mode', None)!r}: set "
+            f"{engine.needs}, or use policy_engine='hf'"
+        )
+    if engine.needs and getattr(args, "use_cpu", False):
+        log.warning("policy_engine=%r on CPU: TRL 1.16's colocated weight sync fails against vLLM 0.32, which repacks "
+                    "the linear weights on CPU ('Parameter' object has no attribute 'weight_loader')", policy_engine)
+
+
+def sequential_reasons(policy_engine: str, big_backend: str, policy: str = "split") -> list[str]:
+    """Why ``decode_many`` would decode a rollout batch one completion at a time (empty: all batched)."""
+    from splitlib.backends import BACKENDS
+    from splitlib.policies import POLICIES
+
+    reasons = [] if POLICY_ENGINES[policy_engine].batches else [f"policy_engine={policy_engine!r} does not batch"]
+    loader = BACKENDS[big_backend]()  # a backend class's ``load``: the class says whether it batches
+    if "big" in POLICIES[policy].models and not getattr(getattr(loader, "__self__", None), "concurrent", False):
+        reasons.append(f"big_backend={big_backend!r} does not batch")
+    return reasons
 
 
 def offload_decoder(
@@ -157,8 +262,9 @@ class OffloadRollout:
     """TRL ``rollout_func`` for offload-mode GRPO; ``history`` keeps one stats row per generation step.
 
     ``problems`` maps each dataset prompt text (exactly as TRL passes it) to its question and gold answer.
-    ``route``: the policy and big model to decode with; its small model is, each step, ``small_backend(model,
-    tokenizer)`` around the live policy.
+    ``route``: the policy and big model to decode with; its small model is, each step, the live policy on
+    ``policy_engine`` (``POLICY_ENGINES``: ``hf``, the default, or ``vllm``, TRL's colocated engine).
+    ``small_backend``: replaces the ``hf`` engine's backend (``small_backend(model, tokenizer)``; tests steer it).
     """
 
     def __init__(
@@ -168,15 +274,27 @@ class OffloadRollout:
         route: Route,
         same_tokenizer: bool,
         run_seed: int = 0,
-        small_backend: SmallBackendFactory = HFBackend,
+        small_backend: SmallBackendFactory | None = None,
+        policy_engine: PolicyEngineName = "hf",
     ) -> None:
+        POLICY_ENGINES[policy_engine]
+        if small_backend is not None and policy_engine != "hf":
+            raise ValueError(f"small_backend replaces the hf policy engine's backend; policy_engine={policy_engine!r} "
+                             "decodes on its own engine: leave small_backend out, or use policy_engine='hf'")
         self.problems = dict(problems)
         self.decode_fn = decode_fn
         self.route = route
         self.same_tokenizer = same_tokenizer
         self.run_seed = run_seed
         self.small_backend = small_backend
+        self.policy_engine = policy_engine
         self.history: list[dict] = []
+
+    def close(self) -> None:
+        """Close the decoder (the big model's backend it loaded); a later rollout loads it again."""
+        close = getattr(self.decode_fn, "close", None)  # a DecoderService has one; a scripted DecodeFn may not
+        if close is not None:
+            close()
 
     def _problem(self, prompt: Any) -> RolloutProblem:
         if not isinstance(prompt, str):
@@ -198,20 +316,23 @@ class OffloadRollout:
         sampling = Sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)  # top_k: the decoder warns, skips it
         tokenizer = trainer.processing_class
         close_id = tokenizer.convert_tokens_to_ids(tags.CLOSE)
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+        engine = POLICY_ENGINES[self.policy_engine].open(trainer)
+        with engine as wrap, unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
             was_training = model.training
             model.eval()
             try:
-                route = dataclasses.replace(self.route, small=self.small_backend(model, tokenizer))
+                route = dataclasses.replace(self.route, small=(self.small_backend or wrap)(model, tokenizer))
+                start = time.perf_counter()
                 traces = self.decode_fn(route, questions, seeds, sampling, args.max_completion_length,
                                         key_prefix="rollout")
+                decode_wall_s = time.perf_counter() - start
                 prompt_ids = [prompt_token_ids(tokenizer, q) for q in questions]
                 _check_prompt_lengths(prompt_ids, traces)
                 done = [completion_from_trace(t, tokenizer, self.same_tokenizer, close_id) for t in traces]
                 logprobs = policy_logprobs(model, prompt_ids, [c.ids for c in done], sampling.temperature)
             finally:
                 model.train(was_training)
-        self.history.append(step_stats(step, traces, problems))
+        self.history.append(step_stats(step, traces, problems, decode_wall_s))
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": [list(c.ids) for c in done],
@@ -237,8 +358,11 @@ def _check_prompt_lengths(prompt_ids: Sequence[Sequence[int]], traces: Sequence[
             )
 
 
-def step_stats(step: int, traces: Sequence[Trace], problems: Sequence[RolloutProblem]) -> dict:
-    """Mean offload fractions, hand-offs, truncation and accuracy over one step's rollouts."""
+def step_stats(step: int, traces: Sequence[Trace], problems: Sequence[RolloutProblem], decode_wall_s: float) -> dict:
+    """Mean offload fractions, hand-offs, truncation and accuracy over one step's rollouts, and the decode's
+    throughput: ``generated_tokens`` (both models', as kept in the traces) over ``decode_wall_s`` (the measured
+    wall time of the whole batch's decode; the policy's log-probabilities are not in it) as ``tok_per_s``."""
+    generated = sum(t.total_tokens for t in traces)
     row: dict[str, Any] = {
         "step": step,
         "rollouts": len(traces),
@@ -247,7 +371,9 @@ def step_stats(step: int, traces: Sequence[Trace], problems: Sequence[RolloutPro
         "handoffs_mean": statistics.fmean(t.handoffs for t in traces),
         "truncated_fraction": statistics.fmean(t.truncated for t in traces),
         "big_tokens_mean": statistics.fmean(t.tokens("big") for t in traces),
-        "decode_wall_s": sum(t.wall_s for t in traces),
+        "generated_tokens": generated,
+        "decode_wall_s": decode_wall_s,
+        "tok_per_s": generated / decode_wall_s if decode_wall_s > 0 else None,
     }
     graded = [
         grading.grade(t.text, p.solution, truncated=t.truncated)
