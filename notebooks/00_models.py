@@ -49,12 +49,12 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper
+profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
 run_name = "toy"  # outputs/<run_name>/
 outputs_root = "outputs"
 seed = 0  # every random choice derives from it
 progress = True  # progress bars
-world = "toy"  # toy: build data + models here; paper: record hub ids and check they load
+world = "toy"  # toy: build data + models here; paper: record hub ids and check they load; rehearsal: build hub-format stand-ins first
 n_train = 2000  # training problems (annotation, SFT, GRPO)
 n_test = 400  # held-out problems (evaluation)
 n_steps = 10  # reasoning steps per toy trace
@@ -70,8 +70,8 @@ eval_problems = 300  # held-out problems for the measurements below
 eval_batch_size = 100  # batch size of greedy generation
 speed_tokens = 256  # tokens decoded at batch 1 to time each model
 speed_rounds = 7  # timing rounds, the models alternating (each model's speed is its median)
-small_model_id = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"  # paper world only
-big_model_id = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"  # paper world only
+small_model_id = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"  # paper and rehearsal worlds: hub id, directory or hub/models/<name>
+big_model_id = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"  # paper and rehearsal worlds
 
 # %%
 P = load_from_notebook("00_models", globals(), _names_before)
@@ -174,15 +174,31 @@ if P.world == "toy":
     print(where.to_string())
 
 # %% [markdown]
-# ## Paper models
-# With `world: paper` this checks that both hub ids (or local directories) resolve to a config and a tokenizer.
+# ## Rehearsal stand-ins
+# With `world: rehearsal` (the paper profile on CPU) this builds, in `outputs/<run>/hub/`, what a GPU user downloads,
+# in the same formats: tiny Qwen2 models for the 1.5B and the 32B with the DeepSeek-R1-Distill tokenizer's special
+# tokens and chat template, the paper's data sets with their hub columns and splits, and a hand-wired model that
+# plays the annotation LLM behind a real `vllm serve` (notebook 01). Everything after reads them as it reads the hub.
 
 # %%
-if P.world == "paper":
+if P.world == "rehearsal":
+    from splitlib import rehearsal
+
+    standins = rehearsal.build_standins(run / "hub", seed=P.seed, progress=P.progress)
+    display(pd.DataFrame(rehearsal.summary(run / "hub")))
+
+# %% [markdown]
+# ## Paper models
+# With `world: paper` (and the rehearsal's stand-ins) this checks that both hub ids (or local directories) resolve
+# to a config and a tokenizer.
+
+# %%
+if P.world in ("paper", "rehearsal"):
     from transformers import AutoConfig, AutoTokenizer
 
     paper_models = {}
-    for role, model_id in (("small", P.small_model_id), ("big", P.big_model_id)):
+    for role, ref in (("small", P.small_model_id), ("big", P.big_model_id)):
+        model_id = runs.in_run(run, ref)  # a hub id, or a stand-in inside the run directory
         cfg = AutoConfig.from_pretrained(model_id)
         tok_p = AutoTokenizer.from_pretrained(model_id)
         paper_models[role] = {"id": model_id, "architecture": cfg.architectures, "layers": cfg.num_hidden_layers,
@@ -194,7 +210,7 @@ if P.world == "toy":
     metrics = {"models": gap.reset_index().to_dict(orient="records"), "hard_char_fraction": hard_chars,
                "n_train": len(train), "n_test": len(test), "eval_problems": len(problems)}
 else:
-    metrics = {"paper_models": paper_models}
+    metrics = {"paper_models": paper_models, **({"standins": standins} if P.world == "rehearsal" else {})}
 runs.atomic_write_json(out / "metrics.json", metrics)
 runs.write_step_manifest(out, "00_models", as_dict(P))
 print("wrote", out / "metrics.json")

@@ -48,6 +48,7 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from splitlib import annotate, data, runlock, runs
+from splitlib import serve as vllm_serve  # (the parameter `serve` holds the server settings)
 from splitlib.annotate.run import write_stats
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -56,7 +57,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper
+profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
 run_name = "toy"  # outputs/<run_name>/
 outputs_root = "outputs"
 seed = 0  # every random choice derives from it
@@ -79,6 +80,7 @@ retry_failures = False  # attempt again the traces that failed in an earlier run
 sft_source = "annotator"  # what annotated.jsonl (SFT's input) holds: annotator | oracle (toy only)
 n_render = 4  # annotated traces shown with their spans highlighted
 position_bins = 200  # bins of the position profile (paper Fig. 7)
+serve = {}  # {} or {annotator: vllm serve settings (splitlib.serve.ServerSpec)}: a server started here for the llm annotator
 
 # %%
 P = load_from_notebook("01_annotate", globals(), _names_before)
@@ -86,7 +88,7 @@ run = runlock.open_run(P.outputs_root, P.run_name, "01_annotate")  # one writer 
 out = run / "01_annotate"
 if P.dataset == "toy":
     runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
-small_dir = P.small_model or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
+small_dir = runs.in_run(run, P.small_model) or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
 P
 
 # %% [markdown]
@@ -94,8 +96,9 @@ P
 # tokenizer, in whose tokens the offloaded fractions are counted.
 
 # %%
+servers = vllm_serve.start_servers(P.serve, run, out)  # the annotator's vllm serve, if the profile asks
 kwargs = annotate.annotator_params(P.annotator, P.annotator_params, target_fraction=P.target_fraction,
-                                   api_key_env=P.api_key_env, small_model=small_dir)
+                                   api_key_env=P.api_key_env, small_model=small_dir, served=servers.get("annotator"))
 chosen = annotate.get_annotator(P.annotator, **kwargs)  # fails now on a bad setting or a missing key
 tokenizer = AutoTokenizer.from_pretrained(small_dir)  # token fractions are counted in the small model's tokens
 
@@ -114,7 +117,7 @@ def show(fig, name: str) -> None:
 if P.dataset == "toy":
     traces = data.load_toy(run / "data", "train")[: P.n_traces]
 else:
-    traces = data.load_openr1(P.openr1.source, limit=P.n_traces, config=P.openr1.config,
+    traces = data.load_openr1(runs.in_run(run, P.openr1.source), limit=P.n_traces, config=P.openr1.config,
                               only_correct=P.openr1.only_correct, min_chars=P.openr1.min_chars)
 ids = {t["id"] for t in traces}
 n_chars = pd.Series([len(t["trace"]) for t in traces])
@@ -138,6 +141,7 @@ for name in names:
         timeout_s=P.request_timeout_s, max_retries=P.max_retries, tokenizer=tokenizer,
         retry_failures=P.retry_failures, progress=P.progress)
     wall_s[name] = time.perf_counter() - t0
+vllm_serve.stop_all(servers)  # the annotation server's work is done
 display(pd.DataFrame({n: {"annotated now": s.n_annotated, "failed now": s.n_failed, "done before": s.n_skipped,
                           "wall_s": round(wall_s[n], 1), **{f"failed: {k}": v for k, v in s.failure_reasons.items()}}
                       for n, s in summaries.items()}).T)
@@ -225,7 +229,7 @@ metrics = {
     "n_failed": stats["n_failed"], "failure_reasons": stats["failure_reasons"],
     "offload_char_fraction_mean": stats["offload_char_fraction"]["mean"] if stats["offload_char_fraction"] else None,
     "offload_token_fraction_mean": stats["offload_token_fraction"]["mean"] if stats["offload_token_fraction"] else None,
-    "wall_s": wall_s, "oracle_scores": scores,
+    "wall_s": wall_s, "oracle_scores": scores, "servers": vllm_serve.describe_all(servers),
 }
 if P.dataset == "toy" and P.annotator in scores:
     tokens = scores[P.annotator]["tokens"]

@@ -51,7 +51,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper
+profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
 run_name = "toy"  # outputs/<run_name>/
 outputs_root = "outputs"
 seed = 0  # every random choice derives from it
@@ -80,8 +80,8 @@ P = load_from_notebook("02_sft", globals(), _names_before)
 run = runlock.open_run(P.outputs_root, P.run_name, "02_sft")  # one writer per run directory
 out = run / "02_sft"
 annotated_path = runs.require(run / "01_annotate" / "annotated.jsonl", made_by="notebooks/01_annotate.ipynb")
-base = P.base_model or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
-eval_source = P.eval_source
+base = runs.in_run(run, P.base_model) or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
+eval_source = runs.in_run(run, P.eval_source)
 if P.eval_benchmark == "toy" and eval_source is None:
     eval_source = str(runs.require(run / "data" / "test.jsonl", made_by="notebooks/00_models.ipynb"))
 out.mkdir(parents=True, exist_ok=True)

@@ -57,13 +57,13 @@ from IPython.display import display
 from splitlib import data, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
-from splitlib.training import launch, report, run_grpo
+from splitlib.training import launch, report
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper
+profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
 run_name = "toy"  # outputs/<run_name>/
 outputs_root = "outputs"
 seed = 0  # every random choice derives from it
@@ -88,7 +88,9 @@ beta = 0.04  # KL coefficient (paper 0.04)
 logging_steps = 1  # log every step
 grpo_overrides = {}  # any other trl.GRPOConfig field
 rollout = {"policy_params": {}, "big_chunk_tokens": 8, "max_offload_tokens": 64, "takeback": "greedy",
-           "takeback_threshold": 0.5, "big_backend": "hf", "big_backend_options": {}}  # offload mode: the decoder
+           "takeback_threshold": 0.5, "big_backend": "hf", "big_backend_options": {},
+           "policy_engine": "hf"}  # offload mode: the decoder (policy_engine vllm: the batch decodes together)
+serve = {}  # {} or {big: vllm serve settings, model = big_model}: offload rollouts reach the big model there (big_backend: openai)
 
 # %%
 P = load_from_notebook("03_grpo", globals(), _names_before)
@@ -97,7 +99,7 @@ out = run / "03_grpo"
 sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
 big = None
 if "offload" in P.modes:
-    big = P.big_model or str(runs.require(run / "models" / "big" / "config.json",
+    big = runs.in_run(run, P.big_model) or str(runs.require(run / "models" / "big" / "config.json",
                                           made_by="notebooks/00_models.ipynb").parent)
 if P.dataset == "toy":
     runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
@@ -112,7 +114,7 @@ P
 if P.dataset == "toy":
     problems = data.load_toy(run / "data", "train")[: P.n_prompts]
 else:
-    problems = data.load_openr1(P.openr1.source, limit=P.n_prompts, config=P.openr1.config,
+    problems = data.load_openr1(runs.in_run(run, P.openr1.source), limit=P.n_prompts, config=P.openr1.config,
                                 only_correct=P.openr1.only_correct, min_chars=P.openr1.min_chars)
 print(f"{len(problems)} training problems; e.g. {problems[0]['question']!r} -> {problems[0]['answer']!r}")
 display(pd.DataFrame({"reward": P.rewards, "weight": P.reward_weights}).set_index("reward").T)
@@ -131,8 +133,8 @@ results, provenances = {}, {}
 for mode in P.modes:
     params = {**base_params, **({"rollout": rollout_params} if mode == "offload" else {})}
     provenances[mode] = settings = launch.grpo_settings(mode, inputs, big, P.rewards, P.reward_weights, params)
-    train = partial(run_grpo, sft_dir, big if mode == "offload" else None, problems, out / mode / "model", mode=mode,
-                    reward_names=P.rewards, reward_weights=P.reward_weights, params=params, progress=P.progress)
+    # offload mode with `serve.big`: a vllm serve of the big model runs for the training, stopped after it
+    train = partial(launch.train_mode, as_dict(P), mode, sft_dir, big, problems, params, run, P.progress)
     results[mode], reused = runs.reuse_or_build(out / mode, settings, train, result="train_metrics.json",
                                                 settings_file="train_settings.json", requires=["model/config.json"])
     print(f"{mode}: reusing {out / mode / 'model'} (same settings); delete it to retrain" if reused else
@@ -164,12 +166,14 @@ summary = {}
 for mode, r in results.items():
     summary[mode] = {"steps": r["global_steps"], "train_wall_s": r["train_wall_s"],
                      "weights_changed": report.weights_changed(sft_dir, out / mode / "model"),
+                     "learning_signal": report.had_learning_signal(r["steps"]),  # LR > 0, rewards differing in a group
                      **report.curve_summary(curves[mode])}  # means over the first and last quarter of the steps
     runs.atomic_write_json(out / mode / "metrics.json", summary[mode])
 table = pd.DataFrame(summary).T
 table["max_abs_diff"] = [s["weights_changed"]["max_abs_diff"] for s in summary.values()]
 display(table.drop(columns="weights_changed"))
-assert all(s["weights_changed"]["changed"] for s in summary.values()), "a GRPO mode left every weight unchanged"
+assert all(s["weights_changed"]["changed"] or not s["learning_signal"] for s in summary.values()), \
+    "a GRPO mode with a learning signal left every weight unchanged"
 
 # %%
 metrics = {"modes": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems)}

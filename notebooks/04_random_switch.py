@@ -37,8 +37,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from splitlib import evaluate as ev
 from splitlib import decoder_service, runlock, runs
+from splitlib import serve as vllm_serve  # (the parameter `serve` holds the server settings)
+from splitlib import evaluate as ev
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 
@@ -46,7 +47,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper
+profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
 run_name = "toy"  # outputs/<run_name>/
 outputs_root = "outputs"
 seed = 0  # every random choice derives from it
@@ -69,6 +70,7 @@ big_model = "models/big"  # big model
 switch_chunk = 8  # tokens per random-switch chunk (paper: 32 of up to 16,384)
 paper_ratios = [19.0, 9.0]  # the paper's ratios: p_big 5 % and 10 %
 sweep_ratios = [49.0, 5.667, 4.0, 2.333, 1.5]  # p_big 2, 15, 20, 30, 40 % (05 aims one more at the learned offload if none is near)
+serve = {}  # {} or {big: vllm serve settings, model = big_model}: started here, reached by the openai backend (big_kind: openai)
 
 # %%
 P = load_from_notebook("04_random_switch", globals(), _names_before)
@@ -105,7 +107,9 @@ display(ev.methods_table(methods).assign(p_big=lambda t: t["method"].map(p_big))
 # `metrics.json` records each method's provenance.
 
 # %%
-decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts,
+servers = vllm_serve.start_servers(P.serve, run, out, models={"big": model_dirs["big"]})  # the big model, if served
+decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode,
+                                        backend_opts=vllm_serve.with_servers(P.backend_opts, servers),
                                         max_loaded=2)  # one method's models at a time: a small one and the big one
 rows = ev.evaluate(methods, problems, proto, decoder, out / "samples.jsonl", progress=P.progress,
                    batch_size=P.batch_size)
@@ -130,9 +134,11 @@ display(summary[["method", "p_big", "offload_token_fraction", "offload_char_frac
 # %%
 extra = {"benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [p["id"] for p in problems],
          "switch_chunk": P.switch_chunk, "model_dirs": model_dirs, "decoder": decoder.settings,
+         "servers": vllm_serve.describe_all(servers),
          "s_per_problem": s_per_problem.to_dict(),
          "realised_offload": dict(zip(summary["method"], summary["offload_token_fraction"]))}
 ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)
 runs.write_step_manifest(out, "04_random_switch", as_dict(P))
 print("wrote", out / "metrics.json")
 decoder.close()  # the stage's engines end with it: their memory (GPU memory on a GPU) is free again
+vllm_serve.stop_all(servers)  # and the big model's server, if this notebook started one

@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown
 
-from splitlib import decoder_service, evaluate as ev, plots, runlock, runs
+from splitlib import decoder_service, evaluate as ev, plots, runlock, runs, serve as vllm_serve  # `serve`: a parameter
 from splitlib.evaluate import baselines
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -51,7 +51,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper
+profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
 run_name = "toy"  # outputs/<run_name>/
 outputs_root = "outputs"
 seed = 0  # every random choice derives from it
@@ -83,6 +83,7 @@ claim_min_gap = 0.7  # ... and recovers at least this share of the small->big ga
 match_tolerance = 0.02  # random baseline within ±2 points of the learned offload
 match_missing_random = True  # no 04 point that close: run a random switch aimed at the learned offload here
 n_boot = 10000  # bootstrap resamples for the claim's CIs
+serve = {}  # {} or {big: vllm serve settings, model = big_model}: started here, reached by the openai backend (big_kind: openai)
 
 # %%
 P = load_from_notebook("05_evaluate", globals(), _names_before)
@@ -107,7 +108,9 @@ P
 rs_metrics = json.loads(runs.require(run / "04_random_switch" / "metrics.json",
                                      made_by="notebooks/04_random_switch.ipynb").read_text())
 rs_rows = ev.read_samples(run / "04_random_switch" / "samples.jsonl")
-decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode, backend_opts=P.backend_opts,
+servers = vllm_serve.start_servers(P.serve, run, out, models={"big": model_dirs["big"]})  # the big model, if served
+decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode,
+                                        backend_opts=vllm_serve.with_servers(P.backend_opts, servers),
                                         max_loaded=2)  # one method's models at a time: a small one and the big one
 baselines.check_same_setup(rs_metrics, proto, problems, decoder)  # same protocol, problems, models and settings
 
@@ -193,9 +196,11 @@ sources = {r["method"]: "04_random_switch" for r in random_rows} | {r["method"]:
 extra = {"claim": claim, "best_checkpoint": best_ckpt, "learned": learned, "matched_random": matched,
          "benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [p["id"] for p in problems],
          "model_dirs": model_dirs, "decoder": decoder.settings, "decode": P.decode, "sources": sources,
+         "servers": vllm_serve.describe_all(servers),
          "s_per_problem": s_per_problem.to_dict(), "random_provenance": ev.method_provenance(random_rows)}
 # this notebook's methods, each with its provenance (04's rows are in 04's metrics; what made them is repeated here)
 ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)
 runs.write_step_manifest(out, "05_evaluate", as_dict(P))
 print("wrote", out / "metrics.json", "and", out / "results.md")
 decoder.close()  # the stage's engines end with it: their memory (GPU memory on a GPU) is free again
+vllm_serve.stop_all(servers)  # and the big model's server, if this notebook started one

@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 
 # DecodeConfig fields that come with each call (the protocol's or GRPO config's sampling, the per-item seeds)
 SAMPLING_FIELDS = ("max_new_tokens", "temperature", "top_p", "seed")
-# Loader options that only size an engine or reach a server, and cannot change what it generates: left out of a
-# route's provenance. Every other option (dtype, engine seed, max_model_len, tokenizer, base_url, ...) is in it.
-CAPACITY_OPTIONS = frozenset({"max_num_seqs", "gpu_memory_utilization", "swap_space", "cpu_offload_gb",
+# Loader options that only size an engine or say where a server listens, and cannot change what it generates: left
+# out of a route's provenance (the served model's hash is in it). Every other option (dtype, engine seed,
+# max_model_len, tokenizer, ...) is in it.
+CAPACITY_OPTIONS = frozenset({"max_num_seqs", "gpu_memory_utilization", "swap_space", "cpu_offload_gb", "base_url",
                               "api_key_env", "timeout_s", "max_retries", "max_workers"})
 
 

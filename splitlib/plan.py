@@ -24,7 +24,7 @@ from splitlib.hardware import PAPER_MODEL_PARAMS
 
 INFER_BYTES = {"cuda": 2 * 1.2, "cpu": 4 * 1.2}
 TRAIN_BYTES_PER_PARAM = 16
-_RUN_OUTPUTS = ("models/", "02_sft/", "03_grpo/")
+_RUN_OUTPUTS = ("models/", "hub/", "02_sft/", "03_grpo/")  # inside the run directory (hub/: rehearsal stand-ins)
 _DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1}
 
 
@@ -32,9 +32,10 @@ _DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8
 class ModelUse:
     ref: str  # what the parameters name: a run-directory path, a local folder or a hub id
     role: str  # small, big, base, a checkpoint name
-    engine: str  # hf, vllm, openai (a server), train
+    engine: str  # hf, vllm, openai (a server elsewhere), served (a vllm serve the stage starts), train
     n_params: float | None  # None: unknown (a hub id without a size in its name)
-    gpus: int = 1  # tensor-parallel GPUs of a vLLM engine (0 for a server)
+    gpus: int = 1  # tensor-parallel GPUs of a vLLM engine (0 for a server elsewhere)
+    devices: tuple[int, ...] = ()  # a started server's GPUs (its CUDA_VISIBLE_DEVICES), when the profile pins them
 
 
 @dataclass
@@ -48,7 +49,14 @@ class StageNeeds:
 
     @property
     def gpus(self) -> int:
-        return max((m.gpus for m in self.models if m.engine != "openai"), default=0) if self.device == "cuda" else 0
+        """GPUs the stage needs: its in-process engines start on the first ones; a started server takes the GPUs
+        its profile pins (else as many more as its tensor parallelism)."""
+        if self.device != "cuda":
+            return 0
+        local = max((m.gpus for m in self.models if m.engine not in ("openai", "served")), default=0)
+        served = [m for m in self.models if m.engine == "served"]
+        pinned = max((max(m.devices) + 1 for m in served if m.devices), default=0)
+        return max(local, pinned) + sum(m.gpus for m in served if not m.devices)
 
     @property
     def memory_bytes(self) -> float | None:
@@ -56,7 +64,7 @@ class StageNeeds:
         total = 0.0
         for m in self.models:
             if m.engine == "openai":
-                continue
+                continue  # a server elsewhere
             if m.n_params is None:
                 return None
             per = TRAIN_BYTES_PER_PARAM if m.engine == "train" else INFER_BYTES[self.device if self.device != "server"
@@ -106,12 +114,14 @@ def stage_needs(params: dict[str, Any], run_dir: Path | None, cuda: bool) -> lis
     """``params``: notebook name → its validated parameter dataclass (``notebook_params.load_yaml``)."""
     out = []
     m00 = params.get("00_models")
-    small_id = m00.small_model_id if m00 and m00.world == "paper" else "models/small"
-    big_id = m00.big_model_id if m00 and m00.world == "paper" else "models/big"
+    small_id = m00.small_model_id if m00 and m00.world != "toy" else "models/small"
+    big_id = m00.big_model_id if m00 and m00.world != "toy" else "models/big"
     if m00:
         s = StageNeeds("00_models", "cpu")
-        if m00.world == "paper":
-            s.notes.append("checks that both hub models load (configs and tokenizers only)")
+        if m00.world == "rehearsal":
+            s.notes.append("builds hub-format stand-ins of the paper's models and data sets in hub/ (seconds)")
+        if m00.world != "toy":
+            s.notes.append("checks that both models load (configs and tokenizers only)")
             s.downloads += [r for r in (small_id, big_id) if _hub(r)]
         else:
             s.notes.append("builds the toy world and trains both toy models here")
@@ -123,7 +133,10 @@ def stage_needs(params: dict[str, Any], run_dir: Path | None, cuda: bool) -> lis
 
             preset = a.annotator_params.get("preset")
             url = a.annotator_params.get("base_url") or (LLM_PRESETS[preset]["base_url"] if preset else None)
-            s.servers.append(f"LLM annotator at {url} (an OpenAI-compatible chat API)")
+            if "annotator" in a.serve:
+                _served(s, a.serve["annotator"], a.serve["annotator"]["model"], "annotator", run_dir)
+            else:
+                s.servers.append(f"LLM annotator at {url} (an OpenAI-compatible chat API)")
         elif a.annotator == "surprisal":
             ref = a.small_model or small_id
             s.models.append(ModelUse(ref, "small", "hf", n_params(ref, run_dir)))
@@ -141,7 +154,9 @@ def stage_needs(params: dict[str, Any], run_dir: Path | None, cuda: bool) -> lis
         s.models.append(ModelUse("02_sft/model", "small", "train", n_params("02_sft/model", run_dir, small_id)))
         if "offload" in g.modes:
             big = g.big_model or big_id
-            if g.rollout.big_backend == "openai":
+            if "big" in g.serve:
+                _served(s, g.serve["big"], big, "big", run_dir)
+            elif g.rollout.big_backend == "openai":
                 s.servers.append(f"big model {big} at {g.rollout.big_backend_options.get('base_url')}")
                 s.models.append(ModelUse(big, "big", "openai", n_params(big, run_dir), gpus=0))
             else:
@@ -176,6 +191,9 @@ def _eval_needs(name: str, e: Any, run_dir: Path | None, cuda: bool, small_id: s
     for key, ref in refs.items():
         kind = e.big_kind if key == "big" else e.kind
         use = _use(ref, key, kind, e.backend_opts.get(key, {}), run_dir, base=e.small_model)
+        if key in e.serve:
+            _served(s, e.serve[key], ref, key, run_dir)
+            continue
         s.models.append(use)
         if kind == "openai":
             s.servers.append(f"{key} model {ref} at {e.backend_opts.get(key, {}).get('base_url')}")
@@ -185,6 +203,20 @@ def _eval_needs(name: str, e: Any, run_dir: Path | None, cuda: bool, small_id: s
         s.downloads.append(e.benchmark_source)
     s.notes.append("every model of the stage stays loaded until it ends")
     return s
+
+
+def _served(s: StageNeeds, spec: dict, ref: str, role: str, run_dir: Path | None) -> None:
+    """A ``vllm serve`` the stage starts (``serve`` parameters): a model on its own GPUs, and a server line."""
+    args, env = spec.get("args", {}), spec.get("env", {})
+    pinned = env.get("CUDA_VISIBLE_DEVICES")
+    devices = tuple(int(d) for d in str(pinned).split(",") if d.strip().isdigit()) if pinned else ()
+    tp = int(args.get("tensor_parallel_size", 1))
+    s.models.append(ModelUse(ref, role, "served", n_params(ref, run_dir), gpus=tp, devices=devices))
+    where = f"GPUs {pinned}, tensor-parallel {tp}" if pinned else f"tensor-parallel {tp}" if tp > 1 else "one device"
+    port = spec.get("port", 8000)
+    s.servers.append(f"starts vllm serve of {ref} on 127.0.0.1:{port or 'a free port'} ({where}); stops it at the end")
+    if _hub(ref):
+        s.downloads.append(ref)
 
 
 @dataclass(frozen=True)

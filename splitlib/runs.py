@@ -30,6 +30,25 @@ def require(path: str | Path, made_by: str) -> Path:
     return p
 
 
+# the first folder of a reference that points inside a run directory -> the notebook that writes that folder
+RUN_FOLDERS = {
+    "data": "notebooks/00_models.ipynb (world: toy)",
+    "models": "notebooks/00_models.ipynb (world: toy)",
+    "hub": "notebooks/00_models.ipynb (world: rehearsal)",
+    "02_sft": "notebooks/02_sft.ipynb",
+    "03_grpo": "notebooks/03_grpo.ipynb",
+}
+
+
+def in_run(run: str | Path, ref: str | None) -> str | None:
+    """A parameter's model or data reference, resolved: ``hub/...``, ``models/...``, ``data/...``, ``02_sft/...``
+    and ``03_grpo/...`` name paths inside the run directory (checked to exist: else the error names the notebook
+    that writes them); anything else (a hub id, another directory, None) is returned as given."""
+    if not ref or Path(ref).is_absolute() or Path(ref).parts[0] not in RUN_FOLDERS:
+        return ref
+    return str(require(Path(run) / ref, made_by=RUN_FOLDERS[Path(ref).parts[0]]))
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

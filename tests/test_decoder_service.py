@@ -69,14 +69,15 @@ def test_provenance_hashes_each_model_once_and_only_the_roles_a_policy_uses(monk
     service = DecoderService({"sft": "/m/sft", "big": "/m/big"}, kind="vllm", big_kind="openai",
                              decode={"big_chunk_tokens": 4},
                              backend_opts={"sft": {"dtype": "float32", "max_num_seqs": 512},
-                                           "big": {"base_url": "http://h:8000/v1", "timeout_s": 5}})
+                                           "big": {"base_url": "http://h:8000/v1", "timeout_s": 5,
+                                                   "tokenizer": "/m/big"}})
     split = service.provenance(Route("split", small="sft", big="big"))
     small = service.provenance(Method("s", policy="small_only", small="sft", big="big"))
     assert split["model"] == {"small": "h(/m/sft)", "big": "h(/m/big)"}
     assert small["model"] == {"small": "h(/m/sft)", "big": None} and small["backend"]["big"] is None
     assert hashed == ["/m/sft", "/m/big"]  # once per model for the whole service
     assert split["backend"] == {"small": {"kind": "vllm", "options": {"dtype": "float32"}, "device": "cpu"},
-                                "big": {"kind": "openai", "options": {"base_url": "http://h:8000/v1"}}}
+                                "big": {"kind": "openai", "options": {"tokenizer": "/m/big"}}}  # not where it listens
     assert split["decode"] == {**{k: v for k, v in asdict(DecodeConfig()).items() if k not in SAMPLING_FIELDS},
                                "big_chunk_tokens": 4}
     assert (split["policy"], split["policy_params"]) == ("split", {})

@@ -314,18 +314,26 @@ def test_bad_nested_settings_fail_when_the_file_is_read(notebook, override, frag
 PAPER = REPO / "params" / "paper"
 
 
-@pytest.mark.parametrize("name", ["04_random_switch", "05_evaluate", "06_figure5"])
-def test_paper_engines_that_can_be_held_together_fit_on_one_gpu(name):
-    opts = nbp.load_yaml(name, PAPER / f"{name}.yaml").backend_opts
+def test_paper_engines_that_can_be_held_together_fit_on_one_gpu():
+    opts = nbp.load_yaml("06_figure5", PAPER / "06_figure5.yaml").backend_opts  # the big model in-process
     big = opts["big"]["gpu_memory_utilization"]
     assert all(o["gpu_memory_utilization"] + big <= 0.95 for k, o in opts.items() if k != "big")
     assert all("max_model_len" in o for o in opts.values())
 
 
-@pytest.mark.parametrize("name", ["04_random_switch", "05_evaluate", "06_figure5"])
-def test_utilizations_that_cannot_coexist_on_gpu_0_are_refused(name):
+@pytest.mark.parametrize("name", ["04_random_switch", "05_evaluate"])
+def test_paper_evaluation_serves_the_big_model_and_two_small_engines_fit_on_gpu_0(name):
+    p = nbp.load_yaml(name, PAPER / f"{name}.yaml")
+    assert p.big_kind == "openai" and p.serve["big"]["args"]["tensor_parallel_size"] == 2
+    assert p.serve["big"]["env"]["CUDA_VISIBLE_DEVICES"] == "1,2"  # not GPU 0, where the small engines run
+    shares = sorted((o["gpu_memory_utilization"] for k, o in p.backend_opts.items() if k != "big"), reverse=True)
+    assert sum(shares[:2]) <= 0.95 and all("max_model_len" in o for k, o in p.backend_opts.items() if k != "big")
+
+
+@pytest.mark.parametrize("name,share", [("05_evaluate", 0.6), ("06_figure5", 0.3)])
+def test_utilizations_that_cannot_coexist_on_gpu_0_are_refused(name, share):
     opts = dict(yaml.safe_load((PAPER / f"{name}.yaml").read_text())["backend_opts"])
-    opts["base"] = {**opts["base"], "gpu_memory_utilization": 0.3}  # 0.3 + the big model's 0.78 > 0.95
+    opts["base"] = {**opts["base"], "gpu_memory_utilization": share}  # beside another small engine or the big one
     with pytest.raises(sp.ParamError, match=r"backend_opts\.base\.gpu_memory_utilization.*share GPU 0"):
         nbp.load_yaml(name, PAPER / f"{name}.yaml", {"backend_opts": opts})
 

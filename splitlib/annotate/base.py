@@ -154,11 +154,15 @@ def annotator_config(name: str, params: Mapping[str, Any], prefix: str = "") -> 
 
 
 def annotator_params(name: str, params: Mapping[str, Any], *, target_fraction: float, api_key_env: str | None = None,
-                     small_model: str | None = None) -> dict[str, Any]:
+                     small_model: str | None = None, served: Any = None) -> dict[str, Any]:
     """The keyword arguments of ``get_annotator`` from notebook 01's parameters: ``annotator_params`` plus the
-    parameters of their own (the share to mark; llm: the key's variable; surprisal: the small model)."""
+    parameters of their own (the share to mark; llm: the key's variable; surprisal: the small model). ``served``:
+    a keyless server started for the llm annotator (anything with ``base_url`` and ``model_name``, e.g.
+    ``splitlib.serve.VLLMServer``), which replaces the endpoint, model and key of the settings."""
     extra: dict[str, Any] = {} if name == "oracle" else {"target_fraction": target_fraction}
-    if name == "llm" and api_key_env:
+    if name == "llm" and served is not None:
+        extra.update(base_url=served.base_url, model=served.model_name, api_key_env=None)
+    elif name == "llm" and api_key_env:
         extra["api_key_env"] = api_key_env
     if name == "surprisal" and small_model is not None:
         extra["model"] = small_model

@@ -23,7 +23,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the notebooks in order with papermill")
-    p.add_argument("--profile", default="toy", help="smoke | toy | paper (default: toy)")
+    p.add_argument("--profile", default="toy", help="smoke | toy | paper | rehearsal (default: toy)")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 05 06)")
     p.add_argument("--from", dest="start", metavar="NN", help="start at this notebook")
     p.add_argument("--run-name", help="outputs/<run-name> (default: the profile name)")

@@ -104,7 +104,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print("note: this machine would refuse it:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 0
     with runlock.acquire(run_dir, f"splitreason train --stage {args.stage} --profile {args.profile}"):
-        return subprocess.run(command, check=False).returncode  # the processes join this lock
+        if args.stage != "grpo" or "offload" not in params["modes"] or "big" not in params["serve"]:
+            return subprocess.run(command, check=False).returncode  # the processes join this lock
+        return _with_big_server(params, run_dir, command)
+
+
+def _with_big_server(params: dict, run_dir: Path, command: list[str]) -> int:
+    """Offload-mode GRPO over several processes: one ``vllm serve`` of the big model (the profile's ``serve.big``,
+    on the GPUs it pins) for all of them, its URL passed down in ``SPLITREASON_BIG_BASE_URL``; stopped after."""
+    import os
+
+    from splitlib import serve
+    from splitlib.training.launch import BIG_URL_ENV
+
+    big = runs.in_run(run_dir, params["big_model"])
+    with serve.serve_all({"big": {"model": big, **params["serve"]["big"]}}, run_dir / "03_grpo" / "offload") as up:
+        env = {**os.environ, BIG_URL_ENV: up["big"].base_url}
+        return subprocess.run(command, check=False, env=env).returncode
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

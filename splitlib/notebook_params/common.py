@@ -8,7 +8,9 @@ from typing import Any, ClassVar, Literal
 
 from splitlib.params import check
 
-Profile = Literal["smoke", "toy", "paper"]
+Profile = Literal["smoke", "toy", "paper", "rehearsal"]
+# profiles whose parameter files size vLLM engines for GPUs (the rehearsal runs the paper's files on CPU)
+GPU_SIZED_PROFILES = ("paper", "rehearsal")
 # head sizes vLLM's CPU attention backend implements (vllm CPUAttentionBackend.get_supported_head_sizes)
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
@@ -43,7 +45,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Common:
-    profile: Profile  # which parameter set this is (smoke: CI, toy: laptop default, paper: GPU cluster)
+    profile: Profile  # which parameter set this is (smoke: CI, toy: laptop default, paper: GPU cluster, rehearsal: paper on CPU)
     run_name: str  # outputs go to <outputs_root>/<run_name>/
     outputs_root: str  # usually "outputs"
     seed: int  # every random choice derives from it
@@ -61,7 +63,7 @@ class ModelsParams(Common):
 
     NOTEBOOK: ClassVar[str] = "00_models"
 
-    world: Literal["toy", "paper"]  # toy: build data + models here; paper: record hub ids and check they load
+    world: Literal["toy", "paper", "rehearsal"]  # toy: build data + models here; paper: record hub ids and check they load; rehearsal: build hub-format stand-ins of the paper's models and data sets in hub/, then as paper
     n_train: int  # training problems written to data/train.jsonl (annotation, SFT, GRPO)
     n_test: int  # held-out problems written to data/test.jsonl (evaluation)
     n_steps: int  # toy: reasoning steps per trace
@@ -137,7 +139,7 @@ VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.92  # what an engine claims when the opt
 
 def check_gpu_memory(key: str, opts: Mapping[str, Any], profile: str, small_kind: str, big_kind: str,
                      small_keys: list[str], held_smalls: int = 1) -> None:
-    """On the GPU profile (``paper``), the vLLM engines a stage may hold together must fit on one GPU together.
+    """On the GPU-sized profiles (``paper``, and ``rehearsal`` that follows it), the vLLM engines a stage may hold together must fit on one GPU together.
 
     The rule: every vLLM engine of a process starts on the first visible GPU(s) (a tensor-parallel one spans GPUs
     0..tp-1), so a small model's engine and the big model's always share GPU 0, and ``gpu_memory_utilization`` is
@@ -148,7 +150,7 @@ def check_gpu_memory(key: str, opts: Mapping[str, Any], profile: str, small_kind
     sets ``gpu_memory_utilization`` and ``max_model_len`` explicitly (vLLM's defaults, 0.92 and the model's
     full context, would let the first engine take the GPU). CPU profiles are not checked: there vLLM sizes its
     KV cache by ``VLLM_CPU_KVCACHE_SPACE`` and ignores the utilization."""
-    if profile != "paper":
+    if profile not in GPU_SIZED_PROFILES:
         return
     engines = {k: small_kind for k in small_keys} | {"big": big_kind}
     for model, kind in engines.items():
@@ -161,11 +163,31 @@ def check_gpu_memory(key: str, opts: Mapping[str, Any], profile: str, small_kind
             util = options["gpu_memory_utilization"]
             check(0 < util <= GPU_SHARE_LIMIT, f"{key}.{model}.gpu_memory_utilization", util,
                   f"a share of the GPU in (0, {GPU_SHARE_LIMIT}]")
-    if small_kind != "vllm" or big_kind != "vllm":
-        return  # an hf model or a remote server does not share vLLM's budget on GPU 0
+    if small_kind != "vllm":
+        return  # hf models are not sized by vLLM's budget
+    if big_kind != "vllm":  # the big model runs elsewhere (a server) or on hf: up to two small engines share GPU 0
+        held = sorted(small_keys, key=lambda m: -opts[m]["gpu_memory_utilization"])[:2]
+        shares = {m: opts[m]["gpu_memory_utilization"] for m in held}
+        check(sum(shares.values()) <= GPU_SHARE_LIMIT + 1e-9, f"{key}.{held[0]}.gpu_memory_utilization", shares,
+              f"small shares that sum to at most {GPU_SHARE_LIMIT}: two small engines held together share GPU 0")
+        return
     big = opts["big"]["gpu_memory_utilization"]
     held = sorted(small_keys, key=lambda m: -opts[m]["gpu_memory_utilization"])[:held_smalls]
     shares = {m: opts[m]["gpu_memory_utilization"] for m in held}
     check(sum(shares.values()) + big <= GPU_SHARE_LIMIT + 1e-9, f"{key}.{held[0]}.gpu_memory_utilization", shares,
           f"small shares that with the big model's {big} sum to at most {GPU_SHARE_LIMIT}: {held_smalls} small "
           f"engine(s) and the big one share GPU 0 and may claim at most {GPU_SHARE_LIMIT} of it together")
+
+
+def check_serve(key: str, serve: Mapping[str, Any], allowed: Mapping[str, str]) -> None:
+    """``serve`` maps a server name to the ``splitlib.serve.ServerSpec`` of a ``vllm serve`` the notebook starts
+    and stops; ``allowed`` maps the names a notebook knows to what it serves. A spec may leave out ``model`` where
+    the notebook fills it in (the big model is the notebook's ``big_model``)."""
+    from splitlib.params import build
+    from splitlib.serve import ServerSpec
+
+    unknown = sorted(set(serve) - set(allowed))
+    check(not unknown, key, dict(serve), f"server names from {dict(allowed)} (got {unknown})")
+    for name, spec in serve.items():
+        check(isinstance(spec, Mapping), f"{key}.{name}", spec, "a mapping of vllm serve settings (splitlib.serve)")
+        build(ServerSpec, {"model": "<filled in by the notebook>", **spec}, prefix=f"{key}.{name}.")

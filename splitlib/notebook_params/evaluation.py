@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from splitlib.notebook_params.common import Common, check_backend_opts, check_decode_fields, check_gpu_memory
+from splitlib.notebook_params.common import (
+    Common,
+    check_backend_opts,
+    check_decode_fields,
+    check_gpu_memory,
+    check_serve,
+)
 from splitlib.params import check
 
 
@@ -26,6 +32,7 @@ class _EvalSetup(Common):
     torch_threads: int  # CPU threads (0: libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
     small_model: str  # base small model: path inside the run dir (models/small), a directory or a hub id
     big_model: str  # big model: path inside the run dir (models/big), a directory or a hub id
+    serve: dict[str, Any]  # {} or {big: a vllm serve spec (splitlib.serve; model = big_model)} started here (big_kind: openai)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,6 +57,9 @@ class _EvalSetup(Common):
         smalls = [k for k in dict.fromkeys(["base", *getattr(self, "checkpoints", {}), *self.backend_opts])
                   if k != "big"]
         check_gpu_memory("backend_opts", self.backend_opts, self.profile, self.kind, self.big_kind, smalls)
+        check_serve("serve", self.serve, {"big": "big_model"})
+        check("big" not in self.serve or self.big_kind == "openai", "serve", self.serve,
+              "a big-model server only with big_kind: openai (the decoder reaches it over HTTP)")
 
 
 @dataclass(frozen=True)

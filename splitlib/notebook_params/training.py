@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from splitlib.notebook_params.common import Common, check_optional_positive
+from splitlib.notebook_params.common import Common, check_optional_positive, check_serve
 from splitlib.params import ParamError, check
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -47,6 +47,7 @@ class AnnotateParams(Common):
     sft_source: Literal["annotator", "oracle"]  # what annotated.jsonl (the SFT input) holds; oracle: toy only
     n_render: int  # annotated traces rendered with their spans highlighted
     position_bins: int  # bins of the position profile (paper Fig. 7: 200)
+    serve: dict[str, Any]  # {} or {annotator: a vllm serve spec (splitlib.serve)}: the llm annotator then talks to that server, started here
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,6 +69,9 @@ class AnnotateParams(Common):
         check(0 <= self.max_failure_fraction <= 1, "max_failure_fraction", self.max_failure_fraction, "a fraction in [0, 1]")
         check(self.n_render >= 0, "n_render", self.n_render, "an integer >= 0")
         check(self.position_bins >= 1, "position_bins", self.position_bins, "an integer >= 1")
+        check_serve("serve", self.serve, {"annotator": "the llm annotator's model"})
+        check("annotator" not in self.serve or self.annotator == "llm", "serve", self.serve,
+              "a server for the llm annotator only (annotator: llm)")
         self._check_annotator_settings()
 
     def _check_annotator_settings(self) -> None:
@@ -131,6 +135,7 @@ class RolloutSpec:
     takeback_threshold: float  # threshold rule: P(</bigmodel>) at or above this
     big_backend: Literal["hf", "vllm", "openai"]  # engine of the big model
     big_backend_options: dict[str, Any]  # that backend's loader options (e.g. openai: base_url)
+    policy_engine: Literal["hf", "vllm", "auto"]  # the live policy's engine: hf decodes a rollout batch one completion at a time; vllm (TRL's colocated engine, use_vllm) all together; auto: vllm where TRL starts that engine (GPU), else hf
 
     def __post_init__(self) -> None:
         check(self.big_chunk_tokens >= 1, "big_chunk_tokens", self.big_chunk_tokens, "an integer >= 1")
@@ -175,6 +180,7 @@ class GRPOParams(Common):
     logging_steps: int | None  # null = the preset's
     grpo_overrides: dict[str, Any]  # any other trl.GRPOConfig field
     rollout: RolloutSpec  # offload mode only
+    serve: dict[str, Any]  # {} or {big: a vllm serve spec (splitlib.serve; model = big_model)}: offload rollouts reach the big model there (rollout.big_backend: openai)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -196,3 +202,6 @@ class GRPOParams(Common):
         n, batch = self.num_generations, self.per_device_train_batch_size
         check(n is None or batch is None or batch % n == 0, "per_device_train_batch_size", batch,
               f"a multiple of num_generations={n}")
+        check_serve("serve", self.serve, {"big": "big_model, for offload-mode rollouts"})
+        check("big" not in self.serve or ("offload" in self.modes and self.rollout.big_backend == "openai"), "serve",
+              self.serve, "a big-model server only for offload mode with rollout.big_backend: openai")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from splitlib import data, provenance, runlock, runs
+from splitlib import data, provenance, runlock, runs, serve
 from splitlib.training.grpo import run_grpo
 from splitlib.training.sft import run_sft
 
@@ -51,7 +51,8 @@ def rollout_params(rollout: Mapping[str, Any]) -> dict[str, Any]:
     """Offload mode's decoder settings (notebook 03's ``rollout`` parameter, as the notebook passes it)."""
     return {"policy": "split", "policy_params": rollout["policy_params"],
             "decode": {k: rollout[k] for k in DECODE_KEYS},
-            "big_backend": rollout["big_backend"], "big_backend_options": rollout["big_backend_options"]}
+            "big_backend": rollout["big_backend"], "big_backend_options": rollout["big_backend_options"],
+            "policy_engine": rollout["policy_engine"]}
 
 
 def sft_settings(base: str, annotated_path: Path, n_train: int, train_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,7 +100,8 @@ def train_sft(p: Mapping[str, Any]) -> dict:
     run = _run_dir(p, "02_sft")
     out = run / "02_sft"
     annotated_path = runs.require(run / "01_annotate" / "annotated.jsonl", made_by="notebooks/01_annotate.ipynb")
-    base = p["base_model"] or str(runs.require(run / "models" / "small", made_by="notebooks/00_models.ipynb"))
+    base = runs.in_run(run, p["base_model"]) or str(runs.require(run / "models" / "small",
+                                                                  made_by="notebooks/00_models.ipynb"))
     rows = runs.read_jsonl(annotated_path)[: p["n_train"]]
     train_params = trl_params(p, SFT_KEYS, "sft_overrides")
     settings = sft_settings(base, annotated_path, len(rows), train_params)
@@ -113,7 +115,7 @@ def _grpo_problems(p: Mapping[str, Any], run: Path) -> list[dict]:
         runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
         return data.load_toy(run / "data", "train")[: p["n_prompts"]]
     o = p["openr1"]
-    return data.load_openr1(o["source"], limit=p["n_prompts"], config=o["config"], only_correct=o["only_correct"],
+    return data.load_openr1(runs.in_run(run, o["source"]), limit=p["n_prompts"], config=o["config"], only_correct=o["only_correct"],
                             min_chars=o["min_chars"])
 
 
@@ -124,7 +126,7 @@ def train_grpo(p: Mapping[str, Any]) -> dict:
     sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
     big = None
     if "offload" in p["modes"]:
-        big = p["big_model"] or str(runs.require(run / "models" / "big" / "config.json",
+        big = runs.in_run(run, p["big_model"]) or str(runs.require(run / "models" / "big" / "config.json",
                                                  made_by="notebooks/00_models.ipynb").parent)
     problems = _grpo_problems(p, run)
     base_params = trl_params(p, GRPO_KEYS, "grpo_overrides")
@@ -135,15 +137,43 @@ def train_grpo(p: Mapping[str, Any]) -> dict:
         params = {**base_params, **({"rollout": rollout_params(p["rollout"])} if offload else {})}
         settings = grpo_settings(mode, fingerprints, big, p["rewards"], p["reward_weights"], params)
 
-        def train(mode: str = mode, params: dict = params, offload: bool = offload) -> dict:
-            return run_grpo(sft_dir, big if offload else None, problems, out / mode / "model", mode=mode,
-                            reward_names=p["rewards"], reward_weights=p["reward_weights"], params=params,
-                            progress=p["progress"] and is_main_process())
+        def train(mode: str = mode, params: dict = params) -> dict:
+            return train_mode(p, mode, sft_dir, big, problems, params, run, p["progress"] and is_main_process())
 
         result, reused = reuse_or_train(out / mode, settings, train)
         done[f"03_grpo/{mode}"] = {"reused": reused, "steps": result["global_steps"],
                                    "train_wall_s": result["train_wall_s"]}
     return done
+
+
+def train_mode(p: Mapping[str, Any], mode: str, sft_dir: str | Path, big: str | None, problems: Sequence[Any],
+               params: Mapping[str, Any], run: Path, progress: bool) -> dict:
+    """One mode of notebook 03's training. Offload mode with ``serve.big`` reaches the big model on a ``vllm serve``
+    started for the training and stopped after it; a launch over several processes reaches the one server that
+    ``splitreason train`` started (its URL in ``SPLITREASON_BIG_BASE_URL``) instead. The server's address is not
+    part of the settings a model is reused under (``grpo_settings`` gets ``params`` without it)."""
+    def train(params: Mapping[str, Any]) -> dict:
+        return run_grpo(sft_dir, big if mode == "offload" else None, problems, run / "03_grpo" / mode / "model",
+                        mode=mode, reward_names=p["rewards"], reward_weights=p["reward_weights"], params=params,
+                        progress=progress)
+
+    if mode != "offload" or "big" not in p["serve"]:
+        return train(params)
+    served = os.environ.get(BIG_URL_ENV)
+    if served:
+        return train(with_big_server(params, {"base_url": served, "tokenizer": big}))
+    with serve.serve_all({"big": {"model": big, **p["serve"]["big"]}}, run / "03_grpo" / "offload") as servers:
+        return train(with_big_server(params, serve.backend_options(servers["big"])))
+
+
+BIG_URL_ENV = "SPLITREASON_BIG_BASE_URL"
+
+
+def with_big_server(params: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` whose offload rollouts reach the big model with the openai backend ``options`` added."""
+    rollout = dict(params["rollout"])
+    rollout["big_backend_options"] = {**rollout["big_backend_options"], **options}
+    return {**params, "rollout": rollout}
 
 
 TRAIN = {"sft": train_sft, "grpo": train_grpo}

@@ -207,3 +207,11 @@ def curve_summary(curves: pd.DataFrame, share: float = 0.25) -> dict[str, float 
             value = frame[column].mean()
             out[f"{column}_{part}"] = None if pd.isna(value) else float(value)
     return out
+
+
+def had_learning_signal(step_rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any GRPO step could move the weights: a learning rate above 0 and either rewards that differ within
+    a prompt's group (TRL's ``frac_reward_zero_std`` below 1) or a KL term away from 0. With equal rewards in every
+    group and the policy still at the reference, GRPO's gradient is zero by design (e.g. untrained stand-ins)."""
+    return any(row.get("learning_rate", 0) > 0 and (row.get("frac_reward_zero_std", 0) < 1 or row.get("kl", 0) > 0)
+               for row in step_rows)
