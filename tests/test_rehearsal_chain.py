@@ -71,17 +71,22 @@ def test_01_annotated_through_a_served_llm_that_is_gone_afterwards(run):
 def test_02_trained_the_stand_in_with_the_paper_recipe(run):
     m = metrics(run, "02_sft")
     assert m["weights_changed"]["changed"]
-    tokenizer_config = json.loads((run / "02_sft" / "model" / "tokenizer_config.json").read_text())
-    assert "<｜Assistant｜>" in json.dumps(tokenizer_config)  # the R1 special tokens survived SFT
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(run / "02_sft" / "model")
+    assert tok.bos_token == "<｜begin▁of▁sentence｜>" and "<｜Assistant｜>" in tok.get_vocab()  # R1's tokens kept
+    assert tok.convert_tokens_to_ids("<bigmodel>") != tok.unk_token_id  # and SFT added the control tokens
 
 
 def test_03_trained_both_modes_and_offload_rollouts_reached_the_served_big_model(run):
     m = metrics(run, "03_grpo")
     assert set(m["modes"]) == {"paper", "offload"}
     for mode, row in m["modes"].items():
-        assert row["weights_changed"]["changed"], mode
-    log = run / "03_grpo" / "offload" / "big.log"
-    assert log.exists() and "Uvicorn running" in log.read_text() or "Application startup complete" in log.read_text()
+        assert row["steps"] == 2, mode
+        # random stand-ins score every completion alike: no learning signal, so GRPO leaves the weights as they are
+        assert row["weights_changed"]["changed"] or not row["learning_signal"], mode
+    log = (run / "03_grpo" / "offload" / "big.log").read_text()
+    assert "--model" in log.splitlines()[0] and "Application startup complete" in log  # served, then stopped
 
 
 def test_04_and_05_decoded_with_the_big_model_on_a_server_they_started_and_stopped(run):

@@ -280,6 +280,9 @@ def test_vllm_greedy_output_equals_transformers_greedy_generate(toy_problems, to
         params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         (result,) = llm.generate([prompt], params, use_tqdm=False)
     finally:
+        from splitlib.backends.vllm_engine import release_foreign_engine
+
+        release_foreign_engine(llm)  # a raw engine's shutdown would tear down the state the suite's shared ones use
         del llm
     completion = result.outputs[0]
     assert list(result.prompt_token_ids) == prompt_ids  # vLLM tokenizes the chat prompt as transformers does
