@@ -12,38 +12,91 @@ When the small model takes control back inside a big chunk, the cut is a positio
 ``cut`` maps it to the big model's tokens. With different tokenizers the two rarely break at the same
 character: the big model keeps the longest prefix of its chunk whose text lies inside the kept text, and the
 rest of the kept text is queued for its next catch-up.
+
+The control tags in one tokenizer (``tag_ids``): "token" tags are single added tokens (the project's SFT adds them);
+"text" tags are ordinary text, several tokens each (the paper's released checkpoints, any model trained without
+added tokens). The loop keeps text tags in a reader's context as their canonical tokens (``TagIds.open_seq`` /
+``close_seq``), so ``SharedIds`` removes them as id sequences, exactly as it removes single tag ids.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from transformers import PreTrainedTokenizerBase
 
 from splitlib import prompts, tags
 from splitlib.trace import Model
 
+TagMode = Literal["token", "text", "none"]
+TAG_CHOICES = ("auto", "token", "text")
+
 
 @dataclass(frozen=True)
 class TagIds:
-    """The ids of ``<bigmodel>``/``</bigmodel>`` in one tokenizer, where each is a single token."""
+    """How ``<bigmodel>``/``</bigmodel>`` are written in one tokenizer.
+
+    ``mode``: "token" (each tag is one token: ``open``/``close``), "text" (each tag is ordinary text, written as
+    any tokens whose text spells it; ``open_seq``/``close_seq`` are its canonical tokens), or "none" (neither: the
+    tokenizer cannot spell the tags back)."""
 
     open: int | None
     close: int | None
+    mode: TagMode = "token"
+    open_seq: tuple[int, ...] = ()
+    close_seq: tuple[int, ...] = ()
 
     @property
     def both(self) -> frozenset[int]:
+        """The single tag ids (token mode); empty for text tags."""
+        if self.mode != "token":
+            return frozenset()
         return frozenset(t for t in (self.open, self.close) if t is not None)
 
+    def seq(self, tag: str) -> tuple[int, ...]:
+        """The tokens a reader's context holds for ``tag``."""
+        return self.open_seq if tag == tags.OPEN else self.close_seq
 
-def tag_ids(tokenizer: PreTrainedTokenizerBase) -> TagIds:
+
+def tag_ids(tokenizer: PreTrainedTokenizerBase, choice: str = "auto") -> TagIds:
+    """The tags in ``tokenizer``: single tokens where it has both, else text where it spells both back exactly.
+
+    ``choice`` forces a mode: "token" (single tokens or nothing) or "text" (text matching, also over single-token
+    tags, whose text is then one token). A choice the tokenizer cannot honour gives mode "none"."""
+    if choice not in TAG_CHOICES:
+        raise ValueError(f"tags={choice!r}: expected one of {', '.join(TAG_CHOICES)}")
+
     def single(tag: str) -> int | None:
         ids = tokenizer.encode(tag, add_special_tokens=False)
         return ids[0] if len(ids) == 1 else None
 
-    return TagIds(single(tags.OPEN), single(tags.CLOSE))
+    open_id, close_id = single(tags.OPEN), single(tags.CLOSE)
+    seqs = {t: tuple(encode_text(tokenizer, t)) for t in tags.TAGS}
+    spelled = all(seqs[t] and decode_text(tokenizer, seqs[t]) == t for t in tags.TAGS)
+    if choice != "text" and open_id is not None and close_id is not None:
+        return TagIds(open_id, close_id, "token", (open_id,), (close_id,))
+    if choice != "token" and spelled:
+        return TagIds(open_id, close_id, "text", seqs[tags.OPEN], seqs[tags.CLOSE])
+    return TagIds(open_id, close_id, "none")
+
+
+def strip_tag_ids(ids: Sequence[int], tag: TagIds) -> list[int]:
+    """``ids`` without the tags (single ids, or the canonical token sequences of text tags)."""
+    if tag.mode == "token":
+        return [t for t in ids if t not in tag.both]
+    if tag.mode == "none":
+        return list(ids)
+    out, i, seqs = [], 0, (tag.open_seq, tag.close_seq)
+    while i < len(ids):
+        found = next((q for q in seqs if tuple(ids[i : i + len(q)]) == q), None)
+        if found is None:
+            out.append(ids[i])
+            i += 1
+        else:
+            i += len(found)
+    return out
 
 
 def decode_text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
@@ -79,13 +132,14 @@ class Bridge(Protocol):
 
 
 class SharedIds:
-    def __init__(self, small_tok: PreTrainedTokenizerBase, big_tok: PreTrainedTokenizerBase) -> None:
+    def __init__(self, small_tok: PreTrainedTokenizerBase, big_tok: PreTrainedTokenizerBase,
+                 small_tags: TagIds | None = None) -> None:
         self.tok = small_tok
-        self.tag_ids = tag_ids(small_tok).both
+        self.tags = small_tags or tag_ids(small_tok)
         self.queue: dict[str, list[int]] = {"small": [], "big": []}
 
     def push(self, to: Model, ids: Sequence[int]) -> None:
-        self.queue[to] += [t for t in ids if t not in self.tag_ids]
+        self.queue[to] += strip_tag_ids(ids, self.tags)
 
     def take(self, to: Model) -> list[int]:
         out, self.queue[to] = self.queue[to], []
@@ -127,8 +181,11 @@ class ViaText:
         return Cut(j, min(len(big_ids), j + (len(kept) > len(head))), kept)
 
 
-def make_bridge(small_tok: PreTrainedTokenizerBase, big_tok: PreTrainedTokenizerBase) -> Bridge:
-    """Share ids when both tokenizers map every id to the same string, else hand off through text."""
+def make_bridge(small_tok: PreTrainedTokenizerBase, big_tok: PreTrainedTokenizerBase,
+                small_tags: TagIds | None = None) -> Bridge:
+    """Share ids when both tokenizers map every id to the same string, else hand off through text.
+
+    ``small_tags``: how the small model writes the tags (default: detected), which ``SharedIds`` removes."""
     if small_tok is big_tok or small_tok.get_vocab() == big_tok.get_vocab():
-        return SharedIds(small_tok, big_tok)
+        return SharedIds(small_tok, big_tok, small_tags)
     return ViaText(small_tok, big_tok)

@@ -28,6 +28,7 @@ from splitlib.backends.base import (
     eos_ids_of,
     free_memory,
     resolve_model,
+    text_stop_hit,
 )
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class HFBackend:
             ban = frozenset()
             out.append(token)
             s.ids.append(token)
-            if token in stops or len(out) >= limit:
+            if token in stops or len(out) >= limit or text_stop_hit(self.tokenizer, out, op.stop_texts):
                 break
             logits = self._forward(s, [token], keep=1)[-1]
         s.count(decode_tokens=len(out))

@@ -4,7 +4,7 @@ thread pool so that many sessions' requests are in flight together.
 
 - Prompts are sent as token ids (the completions API allows arrays of tokens; ``token_prompts=False`` sends text).
 - Generated token ids come from vLLM's ``return_token_ids`` extension; a server without it gets its text
-  re-encoded with the local tokenizer.
+  re-encoded with the local tokenizer. Stop texts (text tags) go as ``stop`` with the matched text kept.
 - The take-back check is ``echo=True, logprobs=k, max_tokens=1``: the top entries of each prompt position.
   (A vLLM server recomputes the whole context for prompt logprobs: it does not read its prefix cache for them.)
 - Every request has a timeout; connection failures and timeouts raise ``BackendUnreachable`` naming the URL.
@@ -31,6 +31,8 @@ from splitlib.backends.base import (
     Scored,
     eos_ids_of,
     resolve_model,
+    resumed_stop_texts,
+    text_stop_hit,
 )
 
 log = logging.getLogger(__name__)
@@ -125,19 +127,24 @@ class OpenAIBackend:
             return []
         out: list[int] = []
         if op.ban_first:  # settle the first token with the banned ones excluded, then decode the rest
-            out = self._complete(op, op.session.ids, 1, op.ban_first)
-            if not out or out[-1] in op.stop_ids | self.eos_ids or limit == 1:
+            out = self._complete(op, op.session.ids, 1, op.ban_first, op.stop_texts)
+            if (not out or out[-1] in op.stop_ids | self.eos_ids or limit == 1
+                    or text_stop_hit(self.tokenizer, out, op.stop_texts)):
                 return out
-        return out + self._complete(op, op.session.ids + out, limit - len(out), frozenset())
+        stop = resumed_stop_texts(self.tokenizer, out, op.stop_texts)
+        return out + self._complete(op, op.session.ids + out, limit - len(out), frozenset(), stop)
 
-    def _complete(self, op: Decode, ids: list[int], max_tokens: int, ban: frozenset[int]) -> list[int]:
+    def _complete(self, op: Decode, ids: list[int], max_tokens: int, ban: frozenset[int],
+                  stop: tuple[str, ...] = ()) -> list[int]:
         s = op.sampling
-        extra = {"stop_token_ids": sorted(op.stop_ids), "return_token_ids": True, "skip_special_tokens": False}
+        extra = {"stop_token_ids": sorted(op.stop_ids), "return_token_ids": True, "skip_special_tokens": False,
+                 "include_stop_str_in_output": True}
         if ban:
             extra["allowed_token_ids"] = [t for t in range(self.vocab_size) if t not in ban]
+        body = {"stop": list(stop)} if stop else {}
         resp = self._create(prompt=self._prompt(ids), max_tokens=max_tokens, temperature=s.temperature,
                             top_p=s.top_p, seed=None if s.greedy else s.seed + op.session.calls,
-                            extra_body=extra)
+                            extra_body=extra, **body)
         return self._token_ids(resp.choices[0])
 
     def _token_ids(self, choice) -> list[int]:
@@ -145,8 +152,8 @@ class OpenAIBackend:
         if extra.get("token_ids") is not None:
             return [int(t) for t in extra["token_ids"]]
         ids = self.tokenizer.encode(choice.text, add_special_tokens=False)
-        if choice.finish_reason == "stop":
-            stop = extra.get("stop_reason")
+        stop = extra.get("stop_reason")
+        if choice.finish_reason == "stop" and not isinstance(stop, str):  # a stop text is in the text already
             ids.append(int(stop) if isinstance(stop, int) else min(self.eos_ids))
         return ids
 

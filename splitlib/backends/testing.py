@@ -8,20 +8,26 @@
   a ``steer(context_ids) -> token | None`` rule that, where it returns a token, makes that token the model's
   prediction. Tests use it to inject behaviour a random model would not show (ask for the big model after
   five tokens, predict ``</bigmodel>`` at a chosen position, emit a stray tag, stop with EOS inside a span).
+- ``without_tag_tokens`` makes a tokenizer in which the tags are plain text, several tokens each (as in the paper's
+  checkpoints), every other id unchanged; ``build_bigram_model`` a model whose greedy next token is a chosen function
+  of the current token, exactly, on every engine: a scripted trace where steering is impossible (vLLM, a server).
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import json
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from splitlib import prompts, tags
 from splitlib.backends.hf import HFBackend
@@ -153,3 +159,47 @@ def shared_vllm(model_dir: str, max_model_len: int = 512):
     from splitlib.backends.vllm_engine import VLLMBackend
 
     return VLLMBackend.load(model_dir, max_model_len=max_model_len)
+
+
+def without_tag_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """A copy of ``tokenizer`` without ``<bigmodel>``/``</bigmodel>`` among its added tokens: the tags are then
+    ordinary text, encoded by its BPE like any other. Every id keeps its meaning: the tags' ids hold unused special
+    placeholders (removing them would renumber the added tokens after them)."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    for added in spec["added_tokens"]:
+        if added["content"] in tags.TAGS:
+            added.update(content=f"<｜unused_{added['id']}｜>", special=True)
+    copy = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+                                   chat_template=tokenizer.chat_template, **tokenizer.special_tokens_map)
+    copy.add_bos_token = getattr(tokenizer, "add_bos_token", False)
+    return copy
+
+
+def build_bigram_model(vocab_size: int, successor: Mapping[int, int | Sequence[int]], default: int, eos_id: int,
+                       hidden_size: int = 64, margin: float = 10.0) -> Qwen2ForCausalLM:
+    """A Qwen2 causal LM whose greedy next token is ``successor[t]`` after token ``t`` (``default`` after any other);
+    a sequence ranks several (the next one wins where the ones before it are banned).
+
+    Exact by construction, so transformers and vLLM agree token for token: attention and MLP weights are zero, so
+    the last hidden state is the current token's embedding, a one-hot code of its successors (at most
+    ``hidden_size`` distinct rankings); the output layer gives the k-th ranked token ``sqrt(hidden_size) *
+    (margin - k)`` logits, every other token 0 (the first one has P ~ 1)."""
+    rank = {t: tuple(s) if isinstance(s, Sequence) else (s,) for t, s in successor.items()}
+    codes = sorted({*rank.values(), (default,)})
+    if len(codes) > hidden_size:
+        raise ValueError(f"{len(codes)} distinct successors: at most hidden_size={hidden_size}")
+    code = {ranking: i for i, ranking in enumerate(codes)}
+    cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=False, rms_norm_eps=1e-6, eos_token_id=eos_id, bos_token_id=None)
+    model = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.fill_(1.0 if "norm" in name else 0.0)
+        for t in range(vocab_size):
+            model.model.embed_tokens.weight[t, code[rank.get(t, (default,))]] = 1.0
+        for ranking, i in code.items():
+            for k, target in enumerate(ranking):
+                model.lm_head.weight[target, i] = margin - k
+    model.generation_config.eos_token_id = eos_id
+    return model.eval()

@@ -34,6 +34,7 @@ from splitlib.backends.base import (
     eos_ids_of,
     free_memory,
     resolve_model,
+    resumed_stop_texts,
 )
 
 log = logging.getLogger(__name__)
@@ -209,14 +210,17 @@ class VLLMBackend:
         banning = op.ban_first and not flight.out
         sampling = op.sampling
         seed = None if sampling.greedy else zlib.crc32(f"{sampling.seed}:{op.session.calls}:{len(flight.out)}".encode())
+        stop = resumed_stop_texts(self.tokenizer, flight.out, op.stop_texts)
         return SamplingParams(
             max_tokens=1 if banning else limit,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             seed=seed,
             stop_token_ids=sorted(op.stop_ids),
+            stop=list(stop) or None,  # text tags: matched in the detokenized output; the token ids are kept
+            include_stop_str_in_output=True,
             allowed_token_ids=[t for t in range(self.vocab_size) if t not in op.ban_first] if banning else None,
-            detokenize=False,
+            detokenize=bool(stop),
             skip_special_tokens=False,
         )
 
@@ -259,7 +263,8 @@ class VLLMBackend:
         s.count(forward_calls=len(new), decode_tokens=len(new), computed_tokens=computed + max(len(new) - 1, 0))
         flight.out += new
         limit = min(op.max_new, s.room())  # the session grows only when the op is done
-        stopped = bool(new) and (new[-1] in op.stop_ids or new[-1] in self.eos_ids)
+        stopped = bool(new) and (new[-1] in op.stop_ids or new[-1] in self.eos_ids
+                                 or isinstance(output.outputs[0].stop_reason, str))
         if op.ban_first and len(flight.out) == len(new) and not stopped and len(flight.out) < limit:
             self._launch(flight)  # the banned first token is settled; decode the rest
             return None

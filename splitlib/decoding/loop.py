@@ -1,5 +1,8 @@
 """The loop itself: one problem's state machine (``ProblemRun.steps``), a generator that yields compute ops
-(``Decode``/``Score``) and receives their results; ``splitlib.decoding`` drives it."""
+(``Decode``/``Score``) and receives their results; ``splitlib.decoding`` drives it.
+
+The loop speaks of tags (``tags.OPEN``/``tags.CLOSE``); each model's ``tagging.TagCodec`` says how that model writes
+them (one token, or text) — one loop for both kinds of tags."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from splitlib import tags
 from splitlib.backends.base import Backend, Counters, Decode, Done, Op, Score
 from splitlib.decoding.config import DecodeConfig
+from splitlib.decoding.tagging import Hit, TagCodec
 from splitlib.handoff import decode_text, make_bridge, tag_ids
 from splitlib.policies import Policy, Progress, Turn
 from splitlib.sampling import GREEDY, Sampling
@@ -45,13 +49,14 @@ class ProblemRun:
                          for m in backends}
         self.sessions: dict[str, object] = {}
         tokenizers = {m: b.tokenizer for m, b in backends.items() if b is not None}
-        self.tags = {m: tag_ids(t) for m, t in tokenizers.items()}
-        self.bridge = make_bridge(tokenizers.get("small", tokenizers.get("big")), tokenizers.get("big", tokenizers.get("small")))
+        self.tags = {m: TagCodec(t, tag_ids(t, cfg.tags)) for m, t in tokenizers.items()}
+        self.bridge = make_bridge(tokenizers.get("small", tokenizers.get("big")), tokenizers.get("big", tokenizers.get("small")),
+                                  self.tags["small"].ids if "small" in self.tags else None)
         self.segments: list[Segment] = []
         self.events: list[dict] = []
         self.kept = {"small": 0, "big": 0}
         self.requests = self.handoffs = self.rejected = 0
-        self.close_next: list[int] = []  # </bigmodel> that opens the next small segment
+        self.close_next: list[int] = []  # the </bigmodel> tokens that open the next small segment
         self.span_open = False
         self.finish: Finish | None = None
 
@@ -107,35 +112,45 @@ class ProblemRun:
             yield from self.write_turn(turn)
         return self.trace(time.perf_counter() - t0)
 
-    def write(self, model: Model, seg: _Seg, n: int, drop: frozenset[int], request: int | None,
+    def write(self, model: Model, seg: _Seg, n: int, watch: frozenset[str], request: str | None,
               ban: frozenset[int] = frozenset()):
         """Decode up to ``n`` kept tokens; ``ban`` may not be the first one.
 
-        Tags in ``drop`` are removed and banned at the position where they were written. Returns ``(ids, end)``:
-        ``end`` is "eos" (EOS read, not returned), "request" (``request`` read, not returned, still in the
-        session) or "limit"."""
-        s, kept = self.session(model), []
-        stops = drop | ({request} if request is not None else frozenset())
+        Tags in ``watch`` (``tags.OPEN``/``tags.CLOSE``) are removed and their first token banned where they were
+        written. Returns ``(ids, end, hit)``: ``end`` is "eos" (EOS read, not returned), "request" (the ``request``
+        tag was written: ``hit``, whose ``kept`` tokens are in the session, not returned), "full" (a request whose
+        re-encoded tag does not fit in ``n``: removed) or "limit"."""
+        s, kept, codec = self.session(model), [], self.tags[model]
+        watched = watch | ({request} if request is not None else frozenset())
+        stop_ids, stop_texts = codec.stops(watched)
         while len(kept) < n:
-            done = yield Decode(s, n - len(kept), stops, self.sampling[model], ban)
+            done = yield Decode(s, n - len(kept), stop_ids, self.sampling[model], ban, stop_texts)
             seg.wall_s += done.wall_s
             got = done.value
             if not got:
                 break
-            if got[-1] in drop:
-                s.rollback(1)
-                seg.discarded += 1
-                ban = (ban if len(got) == 1 else frozenset()) | {got[-1]}  # same position: keep earlier bans
-                kept += got[:-1]
-                self.event("dropped_tag", model, token=got[-1], at_token=self.generated() + len(kept))
+            hit = codec.find(got, watched)
+            if hit is None:
+                ban = frozenset()
+                if got[-1] in self.backends[model].eos_ids:
+                    return kept + got[:-1], "eos", None
+                kept += got
                 continue
-            ban = frozenset()
-            if got[-1] in self.backends[model].eos_ids:
-                return kept + got[:-1], "eos"
-            if got[-1] == request:
-                return kept + got[:-1], "request"
-            kept += got
-        return kept, "limit"
+            kept += got[: hit.start]
+            tail = got[hit.start :]
+            if hit.tag == request and len(kept) + len(hit.kept) <= n:
+                if tail != hit.kept:  # BPE merged the tag with its neighbours: rewritten from its start token
+                    s.rollback(len(tail))
+                    s.extend(hit.kept)
+                    seg.discarded += len(tail)
+                return kept, "request", hit
+            s.rollback(len(tail))
+            seg.discarded += len(tail)
+            if hit.tag == request:
+                return kept, "full", None
+            ban = (ban if hit.start == 0 else frozenset()) | {hit.ban}  # same position: keep earlier bans
+            self.event("dropped_tag", model, token=hit.ban, tag=hit.tag, at_token=self.generated() + len(kept))
+        return kept, "limit", None
 
     def write_turn(self, turn: Turn):
         """One model writes (untagged, or the small model with requests) until its turn ends."""
@@ -145,25 +160,25 @@ class ProblemRun:
         if turn.model == "small" and self.close_next:
             seg.ids, self.close_next = self.close_next, []  # counted when the span was closed
         first = len(seg.ids)
-        own_tags = self.tags[turn.model]
-        request = own_tags.open if turn.requests else None
-        drop = own_tags.both - {request} if turn.drop_tags else frozenset()
-        ban = frozenset()
+        request = tags.OPEN if turn.requests else None
+        watch = frozenset(tags.TAGS) - {request} if turn.drop_tags else frozenset()
+        ban, ban_at = frozenset(), -1
         while True:
             turn_left = None if turn.max_tokens is None else turn.max_tokens - (len(seg.ids) - first)
             n = self.limit(turn.model, turn_left)
             if n == 0:
                 return self.end_turn(seg, "chunk" if turn_left == 0 else "length")
-            ids, end = yield from self.write(turn.model, seg, n, drop, request, ban)
+            ids, end, hit = yield from self.write(turn.model, seg, n, watch, request, ban)
             self.commit(seg, ids)
-            ban = frozenset()
-            if end == "eos":
-                return self.end_turn(seg, "eos")
+            if end in ("eos", "full"):
+                return self.end_turn(seg, "eos" if end == "eos" else "length")
             if end == "request":
-                if not self.policy_grants(s):
-                    ban = frozenset({request})  # refused: the small model goes on without it
+                if not self.policy_grants(s, hit):  # refused: the small model goes on without it; bans at one
+                    # position add up (a text tag may start with several tokens there: '<', '.<', ' <')
+                    ban = (ban if len(s) == ban_at else frozenset()) | {hit.ban}
+                    ban_at = len(s)
                     continue
-                self.commit(seg, [request])
+                self.commit(seg, hit.kept)
                 self.handoffs += 1
                 self.end_turn(seg, "handoff")
                 return (yield from self.offload())
@@ -173,13 +188,13 @@ class ProblemRun:
         other = "big" if seg.model == "small" else "small"
         self.bridge.push(other, seg.ids)
 
-    def policy_grants(self, s) -> bool:
+    def policy_grants(self, s, hit: Hit) -> bool:
         """Ask the policy about a <bigmodel> request; a refused one is removed from the small model's context."""
         self.requests += 1
         if self.policy.accept(self.progress()):
             return True
         self.rejected += 1
-        s.rollback(1)
+        s.rollback(len(hit.kept))
         self.event("rejected_request", "small")
         return False
 
@@ -188,25 +203,25 @@ class ProblemRun:
         """The big model writes a span, chunk by chunk, until the small model takes it back or a cap/EOS."""
         seg, span, finish = self.begin("big"), 0, None
         b, s = self.session("big"), self.session("small")
+        close = list(self.tags["small"].ids.close_seq)
         while finish is None:
             b.extend(self.bridge.take("big"))
             cap_left = self.cfg.max_offload_tokens - span
-            # one token is kept back for the </bigmodel> that closes the span, in the cap and the small context
-            n = min(self.cfg.big_chunk_tokens, self.limit("big", cap_left, reserve=1), s.room() - 1)
+            # room is kept for the </bigmodel> that closes the span (its tokens), in the total cap and the small context
+            n = min(self.cfg.big_chunk_tokens, self.limit("big", cap_left, reserve=len(close)), s.room() - len(close))
             if n <= 0:
                 finish = "offload_cap" if cap_left == 0 else "length"
                 break
             base = len(b)
-            chunk, end = yield from self.write("big", seg, n, self.tags["big"].both, None)
+            chunk, end, _ = yield from self.write("big", seg, n, frozenset(tags.TAGS), None)
             small_chunk = self.bridge.to_small(chunk)
-            overflow = len(small_chunk) > s.room() - 1  # another tokenizer may need more tokens for the same text
-            small_chunk = small_chunk[: s.room() - 1]
+            overflow = len(small_chunk) > s.room() - len(close)  # another tokenizer may need more tokens
+            small_chunk = small_chunk[: s.room() - len(close)]
             cut = yield from self.check(seg, s, small_chunk)
             kept = self.bridge.cut(chunk, small_chunk, len(small_chunk) if cut is None else cut)
             b.rollback(len(b) - base - kept.keep)  # the discarded tail (and an EOS after it)
             seg.discarded += len(chunk) - kept.written
             if cut is not None:
-                s.rollback(len(small_chunk) - cut)
                 finish = "takeback"
             elif end == "eos":
                 finish = "eos"
@@ -216,30 +231,73 @@ class ProblemRun:
             span += kept.written
         self.close(seg, finish)
         if finish in ("takeback", "offload_cap"):
-            close = self.tags["small"].close
-            s.extend([close])
-            self.close_next = [close]
-            self.kept["small"] += 1
+            s.extend(close)
+            self.close_next = close
+            self.kept["small"] += len(close)
         else:
             self.span_open = True
 
+    # -- the take-back check --------------------------------------------------------------------------
     def check(self, seg: _Seg, s, chunk: list[int]):
-        """Where the small model takes control back in ``chunk``: a count of tokens to keep, or None."""
+        """Where the small model takes control back in ``chunk``: a count of tokens to keep, or None. The small
+        session then holds ``chunk[:cut]`` (all of the chunk: None)."""
         if not chunk:
             return None
         seg.check += len(chunk)
+        base = len(s)
         if self.cfg.reference:
-            return (yield from self.probe(seg, s, chunk))
-        close = self.tags["small"].close
+            cut = yield from self.probe_prefixes(seg, s, chunk)
+        else:
+            cut = yield from self.score(seg, s, chunk)
+        _seek(s, base, chunk, len(chunk) if cut is None else cut)
+        return cut
+
+    def score(self, seg: _Seg, s, chunk: list[int]):
+        """The one-pass check: the small model reads the chunk in one forward pass (greedy: its argmax after each
+        position; threshold: P(the tag's first token) >= the threshold). Token tags are decided there; text tags
+        where the pass decides, else by a probe (``text_takeback``)."""
+        codec = self.tags["small"]
+        first = codec.ids.close_seq[0]  # </bigmodel> (token tags) or its first token (text tags)
         threshold = self.cfg.takeback == "threshold"
         floor = self.cfg.takeback_threshold if threshold else 0.0
-        done = yield Score(s, tuple(chunk), prob_of=close if threshold else None, prob_floor=floor)
+        done = yield Score(s, tuple(chunk), prob_of=first if threshold else None, prob_floor=floor)
         seg.wall_s += done.wall_s
         scored = done.value
-        hits = [p >= floor for p in scored.prob] if threshold else [t == close for t in scored.top1]
-        return next((i + 1 for i, hit in enumerate(hits) if hit), None)
+        starts = [first if p >= floor else None for p in scored.prob] if threshold else list(scored.top1)
+        if codec.mode == "token":
+            return next((i + 1 for i, t in enumerate(starts) if t == first), None)
+        return (yield from self.text_takeback(seg, s, chunk, starts))
 
-    def probe(self, seg: _Seg, s, chunk: list[int]):
+    def text_takeback(self, seg: _Seg, s, chunk: list[int], starts: list[int | None]):
+        """Text tags: the first position whose predicted token starts </bigmodel> and is confirmed (``tagging``)."""
+        codec, base = self.tags["small"], len(s) - len(chunk)
+        for p, token in enumerate(starts):
+            found = None if token is None else codec.close_start(token)
+            if found is None:
+                continue
+            lead, part = found
+            decided = part == len(tags.CLOSE) or self.cfg.text_takeback == "first_token"
+            if decided or (yield from self.confirm(seg, s, base, chunk, p, token, lead, part)):
+                return codec.hand_back(chunk, p, lead)
+        return None
+
+    def confirm(self, seg: _Seg, s, base: int, chunk: list[int], p: int, token: int, lead: str, part: int):
+        """A probe: after ``chunk[: p + 1]`` and ``token``, does the small model's greedy continuation (at most the
+        tag's remaining characters in tokens; it stops once the tag is written) complete ``lead`` + </bigmodel>?"""
+        _seek(s, base, chunk, p + 1)
+        if s.room() < 1:
+            return False
+        s.extend([token], counter="check_tokens")
+        done = yield Decode(s, len(tags.CLOSE) - part, frozenset(), GREEDY, frozenset(), (tags.CLOSE,))
+        seg.wall_s += done.wall_s
+        s.rollback(1 + len(done.value))
+        s.count(probes=1)
+        text = decode_text(self.backends["small"].tokenizer, [token, *done.value])
+        confirmed = text.startswith(lead + tags.CLOSE)
+        self.event("takeback_probe", "small", position=p + 1, tokens=1 + len(done.value), confirmed=confirmed)
+        return confirmed
+
+    def probe_prefixes(self, seg: _Seg, s, chunk: list[int]):
         """Reference check: a greedy continuation at every prefix (one call each); first one containing '</big'."""
         cut = None
         for i, token in enumerate(chunk):
@@ -260,3 +318,13 @@ class ProblemRun:
             handoffs=self.handoffs, rejected_requests=self.rejected, finish=self.finish, wall_s=wall_s,
             policy=self.policy_name, events=tuple(self.events),
         )
+
+
+def _seek(s, base: int, chunk: Sequence[int], k: int) -> None:
+    """Make the session (``base`` tokens before the chunk) hold exactly ``chunk[:k]``; re-read tokens are lazily
+    prefilled by the next op and count as check tokens."""
+    have = len(s) - base
+    if have > k:
+        s.rollback(have - k)
+    elif have < k:
+        s.extend(chunk[have:k], counter="check_tokens")
