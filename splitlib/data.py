@@ -10,7 +10,12 @@ Training traces, rows ``{"id", "question", "answer", "trace"}`` (the input of ``
 
 - ``load_toy``: the toy world written by notebook 00 (``outputs/<run>/data/{train,test}.jsonl``; rows also carry
   ``hard_spans``);
-- ``load_openr1``: OpenR1-Math-220k (PAPER_FACTS §4).
+- ``load_openr1``: OpenR1-Math-220k (PAPER_FACTS §4); rows also carry the worked ``solution``.
+
+GRPO prompts, rows ``{"id", "question", "answer", "solution"}``:
+
+- ``load_specr``: the authors' GRPO subset ``akhauriyash/OpenR1_Math_SpecR_GRPO`` (5,000 rows; the paper's run) or
+  their annotated SFT set ``akhauriyash/OpenR1_Math_SpeculativeReasoning`` (the later "Mini" run), every row.
 
 Evaluation benchmarks, rows ``{"id", "question", "answer"}`` plus a few named extras (``load_benchmark`` picks one
 from ``BENCHMARKS`` by name). Field names per source, checked against the dataset cards:
@@ -22,7 +27,9 @@ from ``BENCHMARKS`` by name). Field names per source, checked against the datase
 | ``HuggingFaceH4/MATH-500`` | ``problem`` | ``answer`` | ``unique_id`` | test |
 | toy ``outputs/<run>/data/test.jsonl`` (``Problem.to_json()``) | ``question`` | ``answer`` | ``id`` | — |
 
-The gold is always the short ``answer`` column, never a worked ``solution``. Benchmark ids become strings.
+Benchmarks grade against the short ``answer`` column. Training rows carry both ``answer`` and ``solution``; which one
+is the gold of GRPO's accuracy reward is the gold rule (``splitlib.grading.GOLD_RULES``, ``gold_text``). Ids
+become strings.
 """
 
 from __future__ import annotations
@@ -45,7 +52,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPENR1_ID = "open-r1/OpenR1-Math-220k"
-OPENR1_COLUMNS = ("problem", "answer", "generations", "correctness_math_verify", "uuid")
+OPENR1_COLUMNS = ("problem", "answer", "solution", "generations", "correctness_math_verify", "uuid")
+# The authors' data sets (PAPER_FACTS §1, §10): the GRPO subset their paper's run read (recipe at commit 77fcaa9:
+# 14 generations, 2,048 tokens), and the annotated SFT set that their later recipe (HEAD: 21 generations, 4,096
+# tokens, hub model "..._Mini") reads instead. Both have the OpenR1 columns; GRPO reads ``problem`` and ``solution``.
+SPECR_GRPO_ID = "akhauriyash/OpenR1_Math_SpecR_GRPO"
+SPECR_SFT_ID = "akhauriyash/OpenR1_Math_SpeculativeReasoning"
+SPECR_COLUMNS = ("problem", "answer", "solution", "uuid")
 AIME24_SOURCES: tuple[str, ...] = ("simplescaling/aime24_nofigures", "HuggingFaceH4/aime_2024")
 MATH500_ID = "HuggingFaceH4/MATH-500"
 _BUILDER_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -173,9 +186,45 @@ def _openr1_row(item: dict, index: int, split: str, only_correct: bool, min_char
         verdicts = item.get("correctness_math_verify") or []
         if not verdicts or verdicts[0] is not True:
             return None
+    return {"id": _row_id(item, index, split, seen), "question": item["problem"], "answer": item["answer"],
+            "solution": item.get("solution"), "trace": trace}
+
+
+def _row_id(item: dict, index: int, split: str, seen: set[str]) -> str:
+    """The data set's ``uuid``, or ``{split}-{index}`` when it is missing or already taken."""
     uid = item.get("uuid")
-    row_id = uid if uid and uid not in seen else f"{split}-{index}"
-    return {"id": row_id, "question": item["problem"], "answer": item["answer"], "trace": trace}
+    return uid if uid and uid not in seen else f"{split}-{index}"
+
+
+# -- GRPO prompts -----------------------------------------------------------------------------------------------
+def load_specr(source: str | Path = SPECR_GRPO_ID, split: str = "train", *, limit: int | None = None,
+               config: str | None = None, cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The authors' GRPO prompts, ``{"id", "question", "answer", "solution"}`` per row, in dataset order.
+
+    ``source``: their GRPO subset (``SPECR_GRPO_ID``, the default) or SFT set (``SPECR_SFT_ID``), a local copy of
+    either. Every row is kept, as their ``grpo.py`` keeps every row of the split: no length or correctness filter;
+    ``limit`` keeps the first rows. ``question`` is ``problem`` (their ``dataset_prompt_column``); ``solution`` is
+    the worked solution their accuracy reward parses as the gold (gold rule ``solution``), ``answer`` the short
+    answer (gold rule ``answer``). Ids are the data set's ``uuid`` (``{split}-{index}`` when missing or repeated).
+    """
+    _check_limit(limit)
+    ds = load_table(source, split, config=config, cache_dir=cache_dir)
+    missing = [c for c in SPECR_COLUMNS[:3] if c not in ds.column_names]
+    if missing:
+        raise DataError(f"{source}: not the schema of the authors' GRPO/SFT sets; missing columns {missing} (has "
+                        f"{ds.column_names}); pass a copy of {SPECR_GRPO_ID} or {SPECR_SFT_ID}, or a file with "
+                        "columns problem, answer, solution")
+    ds = ds.select_columns([c for c in SPECR_COLUMNS if c in ds.column_names])
+    n = len(ds) if limit is None else min(limit, len(ds))
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(ds.select(range(n))):
+        row_id = _row_id(item, index, split, seen)
+        seen.add(row_id)
+        rows.append({"id": row_id, "question": item["problem"], "answer": item["answer"],
+                     "solution": item["solution"]})
+    log.info("SpecR: %d GRPO prompts from %s/%s", len(rows), source, split)
+    return rows
 
 
 # -- evaluation benchmarks --------------------------------------------------------------------------------------

@@ -9,6 +9,18 @@ Two steps, kept apart so each can be tested and replaced:
    (``\\frac12`` = ``0.5`` = ``1/2``; ``007`` = ``7`` for AIME-style integers; ...). A truncated generation is
    flagged and counted wrong, whatever it contains.
 
+What the gold is (``GoldRule``, one ``GOLD_RULES`` entry each; the rule's name is the data column it reads,
+``gold_text``):
+
+- ``"answer"`` (default; every benchmark): the short ``answer`` column, wrapped in ``\\boxed{}`` when bare so that
+  math-verify reads it as LaTeX: ``2\\sqrt{3}`` is 2·√3 (unwrapped, math-verify's plain-expression reader stops at
+  2), ``\\frac{\\pi}{4}`` is π/4, ``(1,2)`` the pair and ``[0, 1)`` the interval (unwrapped, both are not found).
+- ``"solution"``: a worked ``solution`` text, read as the authors' GRPO accuracy reward reads its ``solution`` column
+  (open-r1's ``parse(solution, extraction_mode="first_match")``): math-verify's own extraction, whose first
+  choice is the *last* ``\\boxed{}`` (boxes joined by ",", "and" or "or" read as one set), then "final answer
+  is ...", "answer: ...", the last LaTeX span, the last plain expression; only the first match found is tried,
+  and one that does not parse falls back to its text (compared as a string, math-verify's default).
+
 Extraction policy (``Fallback``, one ``FALLBACKS`` entry each):
 
 - ``"none"`` (default): the content of the last ``\\boxed{...}`` whose braces balance, or ``None``. Boxes are
@@ -31,7 +43,7 @@ import logging
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Literal
@@ -47,6 +59,7 @@ GRADER_VERSION = f"splitreason-grader/1 (last-box; math-verify {version('math-ve
 MATH_VERIFY_TIMEOUT_S = 5  # per parse / per comparison; math-verify's own default
 
 Fallback = Literal["none", "answer_phrase"]
+GoldRule = Literal["answer", "solution"]
 Reason = Literal[
     "correct", "wrong", "truncated", "empty_generation", "no_answer", "answer_unparseable", "gold_unparseable"
 ]
@@ -151,11 +164,40 @@ def _as_latex(answer: str) -> str:
     return f"\\boxed{{{answer}}}"
 
 
-def parse_gold(gold: str) -> list[Any]:
-    """math-verify's parse of a gold answer; empty when it does not parse to a mathematical object."""
+def _parse_short_answer(gold: str) -> list[Any]:
     if not gold.strip():
         return []
     return parse(_as_latex(gold.strip()), fallback_mode="no_fallback", parsing_timeout=math_verify_timeout_s())
+
+
+def _parse_worked_solution(solution: str) -> list[Any]:
+    if not solution.strip():
+        return []
+    return parse(solution, extraction_mode="first_match", parsing_timeout=math_verify_timeout_s())
+
+
+# How a gold text becomes math-verify objects, by the column it comes from (see the module doc).
+GOLD_RULES: Registry[Callable[[str], list[Any]]] = Registry(
+    "gold rule", {"answer": _parse_short_answer, "solution": _parse_worked_solution}
+)
+
+
+def gold_text(row: Mapping[str, Any] | Any, rule: GoldRule = "answer") -> str:
+    """The text ``rule`` reads from a data row (a mapping, or an object such as a toy ``Problem``): its field of the
+    same name, ``answer`` or ``solution``."""
+    GOLD_RULES[rule]  # an unknown rule names the allowed ones
+    fields = row if isinstance(row, Mapping) else vars(row)
+    value = fields.get(rule)
+    if value is None:
+        raise ValueError(f"gold rule {rule!r} reads column {rule!r}, which row {fields.get('id', '?')!r} lacks "
+                         f"(has {sorted(fields)}); use gold 'answer' for data without worked solutions (toy, "
+                         "benchmarks), or load rows that carry them (splitlib.data.load_specr, load_openr1)")
+    return str(value)
+
+
+def parse_gold(gold: str, rule: GoldRule = "answer") -> list[Any]:
+    """math-verify's parse of a gold text under ``rule`` (``GOLD_RULES``); empty when it does not parse."""
+    return GOLD_RULES[rule](gold)
 
 
 def parse_answer(answer: str) -> list[Any]:
@@ -168,10 +210,12 @@ def equivalent(gold_parsed: list[Any], answer_parsed: list[Any]) -> bool:
     return bool(verify(gold_parsed, answer_parsed, timeout_seconds=math_verify_timeout_s()))
 
 
-def grade(generation: str, gold: str, truncated: bool = False, *, fallback: Fallback = "none") -> Grade:
-    """Grade one generation against its gold answer. Truncated generations are flagged and counted wrong."""
+def grade(generation: str, gold: str, truncated: bool = False, *, fallback: Fallback = "none",
+          gold_rule: GoldRule = "answer") -> Grade:
+    """Grade one generation against its gold (a short answer, or a worked solution with ``gold_rule="solution"``).
+    Truncated generations are flagged and counted wrong."""
     extracted = extract_answer(generation, fallback)
-    gold_parsed = parse_gold(gold)
+    gold_parsed = parse_gold(gold, gold_rule)
 
     def verdict(correct: bool, reason: Reason) -> Grade:
         return Grade(correct=correct, extracted=extracted, truncated=truncated, reason=reason)

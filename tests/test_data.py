@@ -73,7 +73,8 @@ def cache(tmp_path_factory):
 def test_openr1_first_generation_longer_than_1024_chars(hub_copy, cache):
     rows = load_openr1(str(hub_copy), cache_dir=cache)
     assert [r["id"] for r in rows] == ["uuid-0", "uuid-2", "uuid-4", "train-5"]
-    assert rows[0] == {"id": "uuid-0", "question": "problem 0", "answer": "0", "trace": LONG + "0"}
+    assert rows[0] == {"id": "uuid-0", "question": "problem 0", "answer": "0", "solution": "solution 0",
+                       "trace": LONG + "0"}
     assert all(len(r["trace"]) > 1024 for r in rows)
 
 
@@ -116,6 +117,53 @@ def test_openr1_wrong_schema_names_the_missing_columns(tmp_path, cache):
     path.write_text(json.dumps({"question": "q", "trace": "t"}) + "\n")
     with pytest.raises(DataError, match="problem"):
         load_openr1(str(path), cache_dir=cache)
+
+
+# -- the authors' GRPO prompts (their GRPO subset and SFT set: OpenR1 columns, + annotated_generations in the SFT set)
+def specr_row(i: int, uuid: str | None = None) -> dict:
+    row = openr1_row(i, [LONG + str(i)], [True], uuid)
+    return {**row, "solution": f"So the answer is $\\boxed{{{i}}}$.", "annotated_generations": [row["generations"][0]]}
+
+
+SPECR_ROWS = [specr_row(0), {**specr_row(1), "generations": [SHORT]}, specr_row(2, uuid="uuid-0"), specr_row(3)]
+
+
+@pytest.fixture(scope="module")
+def specr_copy(tmp_path_factory):
+    """A local folder in the hub layout of the authors' GRPO subset (config default -> data/train-*)."""
+    from datasets import Dataset
+
+    root = tmp_path_factory.mktemp("specr_grpo")
+    (root / "data").mkdir()
+    (root / "README.md").write_text(HUB_README)
+    Dataset.from_list(SPECR_ROWS).to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    return root
+
+
+def test_specr_keeps_every_row_in_order_with_answer_and_solution(specr_copy, cache):
+    rows = data.load_specr(str(specr_copy), cache_dir=cache)
+    assert [r["id"] for r in rows] == ["uuid-0", "uuid-1", "train-2", "uuid-3"]  # short trace kept; repeated uuid
+    assert rows[1] == {"id": "uuid-1", "question": "problem 1", "answer": "1",
+                       "solution": "So the answer is $\\boxed{1}$."}
+
+
+def test_specr_limit_keeps_the_first_rows(specr_copy, cache):
+    assert [r["id"] for r in data.load_specr(str(specr_copy), limit=2, cache_dir=cache)] == ["uuid-0", "uuid-1"]
+    assert len(data.load_specr(str(specr_copy), limit=99, cache_dir=cache)) == 4
+    with pytest.raises(DataError, match="limit=0"):
+        data.load_specr(str(specr_copy), limit=0, cache_dir=cache)
+
+
+def test_specr_without_a_solution_column_names_it(tmp_path, cache):
+    path = _jsonl(tmp_path / "x.jsonl", [{"problem": "p", "answer": "1", "uuid": "u"}])
+    with pytest.raises(DataError, match=r"missing columns \['solution'\].*OpenR1_Math_SpecR_GRPO"):
+        data.load_specr(path, cache_dir=cache)
+
+
+def test_specr_default_source_is_the_authors_grpo_subset(cache):
+    assert data.SPECR_GRPO_ID == "akhauriyash/OpenR1_Math_SpecR_GRPO"
+    with pytest.raises(DataError, match="akhauriyash/OpenR1_Math_SpecR_GRPO"):  # offline: names the hub id
+        data.load_specr(cache_dir=cache)
 
 
 def test_load_toy_reads_notebook_00_files(tmp_path):

@@ -1,10 +1,13 @@
 """TRL-compatible reward functions, in a registry looked up by name (``REWARDS[name]``).
 
 Every reward has TRL's signature ``fn(completions, **kwargs) -> list[float | None]``: ``completions`` are strings
-or conversational message lists (``[{"role": "assistant", "content": ...}]``); gold answers come as ``solution``
-(the TRL/open-r1 column name) or ``answer``; other kwargs (``prompts``, ``completion_ids``, ``trainer_state``,
-``log_metric``, dataset columns) are ignored unless a reward says it reads them. ``None`` means "skip this
-sample" (TRL turns it into NaN and sums the other rewards with ``nansum``).
+or conversational message lists (``[{"role": "assistant", "content": ...}]``); gold texts come as ``solution``
+(the TRL/open-r1 column name) or ``answer``, and the optional column ``gold_rule`` says how each parses
+(``splitlib.grading.GOLD_RULES``: ``answer``, a short answer; ``solution``, a worked solution read as the released
+reward reads it). Without ``gold_rule``, ``paper_accuracy`` reads its gold as released (``solution``) and ``rl4e``
+as a short answer (``answer``). Other kwargs (``prompts``, ``completion_ids``, ``trainer_state``, ``log_metric``,
+dataset columns) are ignored unless a reward says it reads them. ``None`` means "skip this sample" (TRL turns it
+into NaN and sums the other rewards with ``nansum``).
 
 Families:
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from splitlib.grading import GOLD_RULES, GoldRule
 from splitlib.registry import Registry
 
 RewardFn = Callable[..., list[float | None]]
@@ -51,12 +52,23 @@ def per_completion(kwargs: Mapping[str, Any], key: str, n: int) -> list[Any] | N
 
 
 def gold_answers(kwargs: Mapping[str, Any], n: int) -> list[str]:
-    """The gold answers, one per completion, from kwarg ``solution`` (TRL/open-r1) or ``answer``."""
+    """The gold texts, one per completion, from kwarg ``solution`` (TRL/open-r1) or ``answer``."""
     for key in ("solution", "answer"):
         golds = per_completion(kwargs, key, n)
         if golds is not None:
             return [str(g) for g in golds]
     raise ValueError("accuracy rewards need the gold answers as kwarg 'solution' (or 'answer'), one per completion")
+
+
+def gold_rules(kwargs: Mapping[str, Any], n: int, default: GoldRule) -> list[GoldRule]:
+    """How each gold text parses (``splitlib.grading.GOLD_RULES``): kwarg ``gold_rule`` (a dataset column, one
+    rule per completion: ``answer`` for a short answer, ``solution`` for a worked solution), else ``default``."""
+    rules = per_completion(kwargs, "gold_rule", n)
+    if rules is None:
+        return [default] * n
+    for rule in set(rules):
+        GOLD_RULES[rule]  # an unknown rule raises UnknownNameError naming the allowed ones
+    return rules
 
 
 def nansum(*columns: list[float | None]) -> list[float | None]:

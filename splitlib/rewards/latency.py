@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from splitlib import grading, tags
-from splitlib.rewards.base import REWARDS, completion_texts, gold_answers, per_completion
+from splitlib.rewards.base import REWARDS, completion_texts, gold_answers, gold_rules, per_completion
 from splitlib.trace import Trace
 
 LatencyFn = Callable[[Trace], float]  # a trace -> its latency cost (1.0 = as slow as the big model alone)
@@ -84,12 +84,13 @@ class RL4EReward:
     def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         texts = completion_texts(completions)
         n = len(texts)
-        golds = gold_answers(kwargs, n)
+        golds, rules = gold_answers(kwargs, n), gold_rules(kwargs, n, default="answer")
         traces = [_as_trace(t) for t in (per_completion(kwargs, "traces", n) or [None] * n)]
         fractions = per_completion(kwargs, "offload_fraction", n) or [None] * n
         out: list[float | None] = []
-        for text, gold, trace, fraction in zip(texts, golds, traces, fractions, strict=True):
-            verdict = grading.grade(text, gold, truncated=trace.truncated if trace is not None else False)
+        for text, gold, rule, trace, fraction in zip(texts, golds, rules, traces, fractions, strict=True):
+            truncated = trace.truncated if trace is not None else False
+            verdict = grading.grade(text, gold, truncated=truncated, gold_rule=rule)
             if not verdict.scorable:
                 out.append(None)
                 continue

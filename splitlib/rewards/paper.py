@@ -14,7 +14,8 @@ from latex2sympy2_extended import NormalizationConfig
 from math_verify import LatexExtractionConfig, parse, verify
 
 from splitlib import grading, tags
-from splitlib.rewards.base import REWARDS, completion_texts, gold_answers, nansum, per_completion
+from splitlib.grading import GoldRule
+from splitlib.rewards.base import REWARDS, completion_texts, gold_answers, gold_rules, nansum, per_completion
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,15 @@ _PAPER_ANSWER_CONFIG = LatexExtractionConfig(
 )
 
 
-def paper_accuracy_score(text: str, gold: str) -> float | None:
-    """1.0/0.0 by ``verify(parse(gold), parse(completion))`` as released; None when the gold does not parse."""
+def paper_accuracy_score(text: str, gold: str, gold_rule: GoldRule = "solution") -> float | None:
+    """1.0/0.0 by ``verify(parse(gold), parse(completion))`` as released; None when the gold does not parse.
+
+    ``gold_rule`` (``splitlib.grading.GOLD_RULES``): ``solution`` parses ``gold`` as the released reward parses its
+    ``solution`` column (a worked solution: its last box, ...); ``answer`` reads a short answer as LaTeX."""
     timeout_s = grading.math_verify_timeout_s()
-    gold_parsed = parse(gold, extraction_mode="first_match", parsing_timeout=timeout_s)
+    gold_parsed = grading.parse_gold(gold, gold_rule)
     if not gold_parsed:
-        log.warning("gold answer %r does not parse; accuracy reward skipped (None)", gold)
+        log.warning("gold %r does not parse (gold rule %r); accuracy reward skipped (None)", gold[-200:], gold_rule)
         return None
     answer_parsed = parse(
         text, extraction_config=[_PAPER_ANSWER_CONFIG], extraction_mode="first_match", parsing_timeout=timeout_s
@@ -136,9 +140,12 @@ def _paper_format_score(text: str) -> float:
 
 @REWARDS.register("paper_accuracy")
 def paper_accuracy(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-    """math-verify accuracy in {0, 1}; None where the gold does not parse."""
+    """math-verify accuracy in {0, 1}; None where the gold does not parse. Each gold parses by kwarg ``gold_rule``
+    (default ``solution``, the released reading of its ``solution`` column)."""
     texts = completion_texts(completions)
-    return [paper_accuracy_score(t, g) for t, g in zip(texts, gold_answers(kwargs, len(texts)), strict=True)]
+    n = len(texts)
+    golds, rules = gold_answers(kwargs, n), gold_rules(kwargs, n, default="solution")
+    return [paper_accuracy_score(t, g, r) for t, g, r in zip(texts, golds, rules, strict=True)]
 
 
 @REWARDS.register("paper_format")
