@@ -18,8 +18,11 @@
 # **Purpose.** The paper's first training stage (PAPER_FACTS §5): fine-tune the small model on the annotated traces of
 # notebook 01, so that it writes `<bigmodel> … </bigmodel>` around the parts it should hand to the big model. The
 # control tags become single non-special tokens (embeddings resized when the tokenizer lacks them; the toy tokenizer
-# has them already). Each example is the small model's prompt (with the hint) and the tagged trace; TRL's
+# has them already). Each example is rendered in the prompt style `prompt_style` (`splitlib.prompts`): `authors` =
+# the authors' rows, [user: the raw problem, assistant: the tagged trace] through their recipe's chat template (no
+# system prompt, no hint); `project` = the small model's prompt (with the hint) and the tagged trace. TRL's
 # `SFTTrainer` trains on the completion (the `paper` preset puts the prompt in the loss too, as the paper did).
+# `splitreason prompt --profile <p> --stage sft --problem … --completion …` prints one example exactly.
 #
 # Then, on held-out problems, the fine-tuned small model generates **alone** (greedy, tags kept in the text) and we
 # measure how it uses the tags (the paper's Fig. 8): the share of generations whose tags are balanced and not nested
@@ -42,7 +45,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, runlock, runs
+from splitlib import data, prompts, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 from splitlib.training import launch, report, run_sft
@@ -60,6 +63,7 @@ base_model = None  # null = outputs/<run>/models/small (00); else a hub id or lo
 n_train = None  # first n annotated rows; null = all
 preset = "toy"  # splitlib.training.configs.SFT_PRESETS: paper | toy | smoke (the fields below override it)
 device = "auto"  # auto | cpu | cuda
+prompt_style = "project"  # splitlib.prompts: authors (raw problem -> trace + EOS, the authors' template) | project (problem, hint, instruction)
 num_train_epochs = 2.0  # passes over the annotated traces (the loss plateaus after ~1.5)
 max_steps = None  # null = from the epochs
 learning_rate = 0.002  # peak LR, cosine to 0.1x
@@ -89,9 +93,12 @@ P
 
 # %% [markdown]
 # ## 1 · The SFT data
-# One example per annotated trace: the small model's prompt (with the hint) → the tagged trace and EOS.
+# One example per annotated trace, in the chosen prompt style: its prompt → the tagged trace and EOS. The style's id
+# (a hash of its texts and rendering rule) is part of what the model is reused under.
 
 # %%
+style = prompts.style("sft", P.prompt_style)
+print(f"prompt style {style.name} ({style.id}): {style.description}")
 rows = runs.read_jsonl(annotated_path)[: P.n_train]
 print(f"{len(rows)} annotated traces; offloaded characters per trace: "
       f"{pd.Series([r['offload_char_fraction'] for r in rows]).mean():.1%} on average")
@@ -103,10 +110,10 @@ print(rows[0]["annotated"])
 
 # %%
 train_params = launch.trl_params(as_dict(P), launch.SFT_KEYS, "sft_overrides")
-settings = launch.sft_settings(base, annotated_path, len(rows), train_params)  # what the model is reused under
+settings = launch.sft_settings(base, annotated_path, len(rows), train_params, P.prompt_style)  # reused under these
 model_dir = out / "model"
 train, reused = runs.reuse_or_build(
-    out, settings, lambda: run_sft(base, rows, model_dir, train_params, progress=P.progress),
+    out, settings, lambda: run_sft(base, rows, model_dir, train_params, progress=P.progress, prompt_style=style),
     result="train_metrics.json", settings_file="train_settings.json", requires=["model/config.json"])
 if reused:
     print(f"reusing {model_dir} (same settings and annotations); delete it to retrain")
@@ -131,7 +138,9 @@ assert moved["changed"], "SFT left every weight unchanged"
 
 # %% [markdown]
 # ## 4 · Tag usage of the small model alone (paper Fig. 8)
-# Greedy generations on held-out problems; the tags are ordinary tokens, so they stay in the text. Balanced = every
+# Greedy generations on held-out problems, from the evaluation prompt of the same style for a model decoding alone
+# (`authors`: the problem and the terminating string, no hint, as in the authors' small-only mode; `project`: with the
+# hint); the tags are ordinary tokens, so they stay in the text. Balanced = every
 # `<bigmodel>` closed, no nesting, no stray `</bigmodel>` (a generation without tags counts as balanced, and is also
 # counted separately). Accuracy: the final `\boxed{}` against the gold answer — the small model alone still has to
 # guess what it marked for the big model.
@@ -139,7 +148,8 @@ assert moved["changed"], "SFT left every weight unchanged"
 # %%
 problems = data.load_benchmark(P.eval_benchmark, eval_source, limit=P.n_eval)
 generations = report.small_only_generations(model_dir, [p["question"] for p in problems], P.eval_max_new_tokens,
-                                            P.eval_engine, P.eval_batch_size, P.progress)
+                                            P.eval_engine, P.eval_batch_size, P.progress,
+                                            prompts.style("eval", P.prompt_style))
 samples = report.generation_records(problems, generations)
 runs.write_jsonl(out / "generations.jsonl", samples)
 usage = report.tag_usage_summary(samples, toy=P.eval_benchmark == "toy")
@@ -165,7 +175,7 @@ fig.savefig(out / "tag_usage.png", dpi=120, bbox_inches="tight")
 metrics = {"train": {k: train[k] for k in ("steps", "examples", "train_loss", "train_wall_s", "added_tokens")},
            "final_loss": train["loss_curve"][-1]["loss"] if train["loss_curve"] else None,
            "weights_changed": moved, "tag_usage": usage,
-           "n_eval": len(problems), "eval_benchmark": P.eval_benchmark,
+           "n_eval": len(problems), "eval_benchmark": P.eval_benchmark, "prompt_style": style.describe(),
            "acceptance": {"balanced_at_least_0.9": usage["balanced_fraction"] >= 0.9,
                           "balanced_with_tags_at_least_0.9": usage["balanced_with_tags_fraction"] >= 0.9}}
 runs.atomic_write_json(out / "metrics.json", metrics)

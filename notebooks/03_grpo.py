@@ -26,8 +26,9 @@
 #
 # **Rewards** (`splitlib.rewards`, by name, with weights; weight 0 = logged only). The paper's total is
 # accuracy + format + tag_count, but its format reward and most of its tag_count scaffold ask for
-# `<think>…</think><answer>…</answer>`, which our prompts (ending in `<think>\n`, the R1 format) never produce, and
-# its coverage term pays most at 40 % offloaded characters whatever the problem. The toy profile therefore uses
+# `<think>…</think><answer>…</answer>`, which the project's prompts (ending in `<think>\n`, the R1 format) never
+# produce — the authors' prompt style (paper profile) asks for it in its system prompt —, and its coverage term pays
+# most at 40 % offloaded characters whatever the problem. The toy profile therefore uses
 # `rl4e` (1.0): the rollout's accuracy minus 0.5 × its simulated latency relative to the big model alone (offload
 # mode prices the real trace; paper mode, without a trace, pays 2 × the offloaded share above 5 %), plus
 # `paper_fixed_format` (0.25), whose only earnable point here is for well-formed, non-empty spans. `paper_accuracy`
@@ -54,7 +55,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, runlock, runs
+from splitlib import data, prompts, runlock, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 from splitlib.training import launch, report
@@ -70,17 +71,21 @@ seed = 0  # every random choice derives from it
 progress = True  # progress bars
 modes = ["offload", "paper"]  # paper: small model alone samples | offload: rollouts really offload to the big model
 big_model = None  # offload mode: null = outputs/<run>/models/big (00); else a hub id or local directory
-dataset = "toy"  # toy: outputs/<run>/data/train.jsonl | openr1: OpenR1-Math-220k questions
+dataset = "toy"  # toy: outputs/<run>/data/train.jsonl | openr1: OpenR1-Math-220k questions | specr: the authors' GRPO subset
 openr1 = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
           "min_chars": 1024}  # dataset: openr1 only
+specr = {"source": "akhauriyash/OpenR1_Math_SpecR_GRPO", "config": None}  # dataset: specr only
+gold = "answer"  # the accuracy reward's gold: answer | solution (the worked solution, parsed as the authors did)
 n_prompts = None  # first n training problems; null = all
 preset = "toy"  # splitlib.training.configs.GRPO_PRESETS: paper | toy | smoke (the fields below override it)
 device = "auto"  # auto | cpu | cuda
+prompt_style = "project"  # splitlib.prompts: authors (the recipe's system prompt + problem, ends <｜Assistant｜>) | project (problem, hint, instruction; <think> opened)
 rewards = ["rl4e", "paper_fixed_format", "paper_accuracy", "tagged_char_fraction"]  # splitlib.rewards names
 reward_weights = [1.0, 0.25, 0.0, 0.0]  # one per reward; 0 = logged only
 max_steps = 16  # optimizer steps per mode
 num_generations = 8  # completions per prompt
-per_device_train_batch_size = 8  # completions per step: 1 prompt x 8
+per_device_train_batch_size = 8  # completions per device per micro-step: 1 prompt x 8
+global_batch_size = None  # completions per optimiser step (null: the preset's; paper 112 = 8 prompts x 14)
 learning_rate = 0.0001  # peak LR, cosine to 0.1x
 temperature = 1.0  # rollout sampling temperature (paper 0.7; toy: at 0.7 all rollouts agree)
 max_completion_length = 160  # tokens per completion (toy traces: 121 with tags)
@@ -108,15 +113,17 @@ P
 
 # %% [markdown]
 # ## 1 · Prompts and rewards
-# The small model's prompt (with the hint) per training problem; the gold answer goes to the rewards as `solution`.
+# The small model's prompt per training problem, in the prompt style `prompt_style` (`authors`: the recipe's system
+# prompt — the `<think>`/`<answer>` format, `\boxed{}` and the hint — then the problem, the generation prompt ending
+# `<｜Assistant｜>` so that the model writes `<think>` itself and the format reward sees it; `project`: problem, hint
+# and instruction in the user turn, `<think>` opened); the gold answer goes to the rewards as `solution`.
 
 # %%
-if P.dataset == "toy":
-    problems = data.load_toy(run / "data", "train")[: P.n_prompts]
-else:
-    problems = data.load_openr1(runs.in_run(run, P.openr1.source), limit=P.n_prompts, config=P.openr1.config,
-                                only_correct=P.openr1.only_correct, min_chars=P.openr1.min_chars)
-print(f"{len(problems)} training problems; e.g. {problems[0]['question']!r} -> {problems[0]['answer']!r}")
+style = prompts.style("grpo", P.prompt_style)
+print(f"prompt style {style.name} ({style.id}): {style.description}")
+problems = launch.grpo_problems(as_dict(P), run)  # the toy world's, the authors' subset, or OpenR1-Math
+print(f"{len(problems)} training problems; gold read from `{P.gold}`; e.g. {problems[0]['question']!r} -> "
+      f"{problems[0][P.gold]!r}")
 display(pd.DataFrame({"reward": P.rewards, "weight": P.reward_weights}).set_index("reward").T)
 
 # %% [markdown]
@@ -126,13 +133,14 @@ display(pd.DataFrame({"reward": P.rewards, "weight": P.reward_weights}).set_inde
 # %%
 base_params = launch.trl_params(as_dict(P), launch.GRPO_KEYS, "grpo_overrides")
 rollout_params = launch.rollout_params(as_dict(P)["rollout"])
-inputs = launch.grpo_inputs(sft_dir, problems)  # hashes of the SFT model and the problems
+inputs = launch.grpo_inputs(sft_dir, problems, P.gold)  # hashes of the SFT model and the problems
 
 # %%
 results, provenances = {}, {}
 for mode in P.modes:
     params = {**base_params, **({"rollout": rollout_params} if mode == "offload" else {})}
-    provenances[mode] = settings = launch.grpo_settings(mode, inputs, big, P.rewards, P.reward_weights, params)
+    provenances[mode] = settings = launch.grpo_settings(mode, inputs, big, P.rewards, P.reward_weights, params,
+                                                        P.prompt_style)
     # offload mode with `serve.big`: a vllm serve of the big model runs for the training, stopped after it
     train = partial(launch.train_mode, as_dict(P), mode, sft_dir, big, problems, params, run, P.progress)
     results[mode], reused = runs.reuse_or_build(out / mode, settings, train, result="train_metrics.json",
@@ -176,7 +184,8 @@ assert all(s["weights_changed"]["changed"] or not s["learning_signal"] for s in 
     "a GRPO mode with a learning signal left every weight unchanged"
 
 # %%
-metrics = {"modes": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems)}
+metrics = {"modes": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems),
+           "prompt_style": style.describe()}
 runs.atomic_write_json(out / "metrics.json", metrics)
 runs.write_step_manifest(out, "03_grpo", as_dict(P), {"provenance": provenances})  # what determined each model
 print("wrote", out / "metrics.json")

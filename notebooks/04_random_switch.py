@@ -21,7 +21,9 @@
 # 32-token chunks (realised 5.05 % and 10.0 % offload). Here the same two ratios run beside a sweep of ratios, so
 # that `05_evaluate` can compare learned offloading with random offloading **at the same realised offload** (±2
 # points) on the same problems. Toy traces are ~120 tokens, so the toy profile uses shorter chunks than the
-# paper's 32.
+# paper's 32. The models read the evaluation prompt of `prompt_style` (`splitlib.prompts`; `authors`: the problem and
+# `\n Put your final answer within \boxed{}.`, `<｜Assistant｜>\n<think>\n`, no hint — in the authors' code only
+# the split flow shows the hint); `05_evaluate` must use the same.
 #
 # | | |
 # |---|---|
@@ -37,7 +39,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from splitlib import decoder_service, runlock, runs
+from splitlib import decoder_service, prompts, runlock, runs
 from splitlib import serve as vllm_serve  # (the parameter `serve` holds the server settings)
 from splitlib import evaluate as ev
 from splitlib.notebook_params import load_from_notebook
@@ -58,6 +60,7 @@ n_problems = 300  # held-out problems (the first n)
 protocol = "custom"  # paper | deepseek | custom
 protocol_settings = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 192, "samples": 1,
                      "aggregate": "pass@1"}  # greedy, one sample; toy traces are 118 tokens (+ tags, + margin)
+prompt_style = "project"  # splitlib.prompts evaluation style: authors | authors_lm_eval | project (05 checks it is the same)
 kind = "vllm"  # backend of the small model: vllm batches the problems (hf would run them one at a time)
 big_kind = "vllm"  # backend of the big model
 backend_opts = {"base": {"max_model_len": 512, "max_num_seqs": 512},
@@ -83,6 +86,7 @@ out.mkdir(parents=True, exist_ok=True)
 model_dirs = {"base": ev.resolve_model_ref(run, P.small_model), "big": ev.resolve_model_ref(run, P.big_model)}
 problems = ev.load_problems(run, P.benchmark, P.benchmark_source, P.n_problems)
 proto = ev.make_protocol(P.protocol, **{"seed": P.seed, **P.protocol_settings})
+style = prompts.style("eval", P.prompt_style)  # what the models read (`splitreason prompt` prints it)
 print(f"{len(problems)} problems; protocol {proto}")
 P
 
@@ -110,7 +114,9 @@ display(ev.methods_table(methods).assign(p_big=lambda t: t["method"].map(p_big))
 servers = vllm_serve.start_servers(P.serve, run, out, models={"big": model_dirs["big"]})  # the big model, if served
 decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode,
                                         backend_opts=vllm_serve.with_servers(P.backend_opts, servers),
-                                        max_loaded=2)  # one method's models at a time: a small one and the big one
+                                        max_loaded=2,  # one method's models at a time: a small one and the big one
+                                        prompt_style=style)
+prompts.check_decoder_style(decoder.settings, style)  # the decoder renders the chosen prompt style
 rows = ev.evaluate(methods, problems, proto, decoder, out / "samples.jsonl", progress=P.progress,
                    batch_size=P.batch_size)
 summary = ev.aggregate(rows, proto)
@@ -134,7 +140,7 @@ display(summary[["method", "p_big", "offload_token_fraction", "offload_char_frac
 # %%
 extra = {"benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [p["id"] for p in problems],
          "switch_chunk": P.switch_chunk, "model_dirs": model_dirs, "decoder": decoder.settings,
-         "servers": vllm_serve.describe_all(servers),
+         "prompt_style": style.describe(), "servers": vllm_serve.describe_all(servers),
          "s_per_problem": s_per_problem.to_dict(),
          "realised_offload": dict(zip(summary["method"], summary["offload_token_fraction"]))}
 ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)

@@ -20,7 +20,8 @@
 # each GRPO checkpoint, and an offload-budget sweep of the best checkpoint (requests for `<bigmodel>` are refused
 # while the big model's share of the generation is above the budget — one checkpoint, a whole
 # accuracy-vs-offload curve). Grading is math-verify on the generation only; truncated generations count as wrong
-# and their share is reported.
+# and their share is reported. Every model reads the evaluation prompt of `prompt_style` (`splitlib.prompts`, as in
+# `04`; `authors`: the small model sees the hint only when split decoding acts on its tags).
 #
 # **The claim** (the paper's central one, tested honestly): the best learned method recovers most of the
 # small→big accuracy gap, `(acc − small) / (big − small)`, while offloading little, and random switching at the
@@ -42,7 +43,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown
 
-from splitlib import decoder_service, evaluate as ev, plots, runlock, runs, serve as vllm_serve  # `serve`: a parameter
+from splitlib import decoder_service, evaluate as ev, plots, prompts, runlock, runs, serve as vllm_serve  # `serve`: a parameter
 from splitlib.evaluate import baselines
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -62,6 +63,7 @@ n_problems = 300  # held-out problems (the first n; as in 04)
 protocol = "custom"  # paper | deepseek | custom (as in 04)
 protocol_settings = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 192, "samples": 1,
                      "aggregate": "pass@1"}  # greedy, one sample (as in 04)
+prompt_style = "project"  # splitlib.prompts evaluation style: authors | authors_lm_eval | project (as in 04)
 kind = "vllm"  # backend of the small models: vllm batches the problems (hf would run them one at a time)
 big_kind = "vllm"  # backend of the big model
 backend_opts = {"base": {"max_model_len": 512, "max_num_seqs": 512},
@@ -97,6 +99,7 @@ model_dirs = {"base": ev.resolve_model_ref(run, P.small_model), "big": ev.resolv
               **{name: ev.resolve_model_ref(run, ref) for name, ref in P.checkpoints.items()}}
 problems = ev.load_problems(run, P.benchmark, P.benchmark_source, P.n_problems)
 proto = ev.make_protocol(P.protocol, **{"seed": P.seed, **P.protocol_settings})
+style = prompts.style("eval", P.prompt_style)  # what the models read (`splitreason prompt` prints it)
 print(f"{len(problems)} problems; protocol {proto}; models {model_dirs}")
 P
 
@@ -111,7 +114,9 @@ rs_rows = ev.read_samples(run / "04_random_switch" / "samples.jsonl")
 servers = vllm_serve.start_servers(P.serve, run, out, models={"big": model_dirs["big"]})  # the big model, if served
 decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode,
                                         backend_opts=vllm_serve.with_servers(P.backend_opts, servers),
-                                        max_loaded=2)  # one method's models at a time: a small one and the big one
+                                        max_loaded=2,  # one method's models at a time: a small one and the big one
+                                        prompt_style=style)
+prompts.check_decoder_style(decoder.settings, style)  # the decoder renders the chosen prompt style
 baselines.check_same_setup(rs_metrics, proto, problems, decoder)  # same protocol, problems, models and settings
 
 # %% [markdown]
@@ -194,6 +199,7 @@ display(fig)
 # %%
 sources = {r["method"]: "04_random_switch" for r in random_rows} | {r["method"]: "05_evaluate" for r in rows}
 extra = {"claim": claim, "best_checkpoint": best_ckpt, "learned": learned, "matched_random": matched,
+         "prompt_style": style.describe(),
          "benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [p["id"] for p in problems],
          "model_dirs": model_dirs, "decoder": decoder.settings, "decode": P.decode, "sources": sources,
          "servers": vllm_serve.describe_all(servers),

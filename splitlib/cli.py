@@ -1,4 +1,4 @@
-"""splitreason: run the SplitReason pipeline, decode one question cooperatively, simulate latency, serve a model.
+"""splitreason: run the SplitReason pipeline, decode a question cooperatively, simulate latency, serve, show prompts.
 
 Every subcommand is registered here, in ``COMMANDS``: each is a module of ``splitlib.commands`` with
 ``add_cli(subparsers)``, which adds its parser and sets ``func`` (called with the parsed args; returns an exit
@@ -12,7 +12,7 @@ import logging
 import sys
 
 COMMANDS = ("splitlib.commands.run", "splitlib.commands.plan", "splitlib.commands.decode", "splitlib.commands.simulate",
-            "splitlib.commands.train", "splitlib.commands.serve")
+            "splitlib.commands.train", "splitlib.commands.serve", "splitlib.commands.prompt")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from splitlib import provenance
+from splitlib import prompts, provenance
 from splitlib.sampling import Sampling
 from splitlib.trace import Trace
 
@@ -96,12 +96,13 @@ class DecoderService:
     roles; ``backend_opts``: loader options per model key. ``decode``: the other ``DecodeConfig`` fields.
     ``max_loaded``: at most this many backends loaded at once (None: keep every one until ``close``); the models
     of the route being served are never released, so a route needing more than ``max_loaded`` still runs.
-    """
+    ``prompt_style``: how each question becomes each model's prompt (``splitlib.prompts``; None: the project's
+    evaluation style)."""
 
     def __init__(self, model_dirs: Mapping[str, str | Path] | None = None, kind: str = "hf",
                  big_kind: str | None = None, decode: Mapping[str, Any] | None = None,
                  backend_opts: Mapping[str, Mapping[str, Any]] | None = None, progress: bool = False,
-                 max_loaded: int | None = None) -> None:
+                 max_loaded: int | None = None, prompt_style: prompts.PromptStyle | None = None) -> None:
         if max_loaded is not None and max_loaded < 1:
             raise ValueError(f"max_loaded={max_loaded}: expected None (keep all) or an integer >= 1")
         self.model_dirs = {k: str(v) for k, v in (model_dirs or {}).items()}
@@ -110,6 +111,7 @@ class DecoderService:
         self.backend_opts = {k: dict(v) for k, v in (backend_opts or {}).items()}  # per model key
         self.progress = progress  # decode_many's progress bar
         self.max_loaded = max_loaded
+        self.prompt_style = prompt_style or prompts.DEFAULT_STYLE  # how every question becomes each model's prompt
         self._loaded: dict[tuple[str, str], Any] = {}  # (kind, target) -> backend, least recently used first
         self._in_use: frozenset[tuple[str, str]] = frozenset()  # keys of the route being served: never released
         self._hashes: dict[str, str] = {}  # model target -> provenance.model_hash, computed once per service
@@ -118,7 +120,7 @@ class DecoderService:
     @property
     def settings(self) -> dict:
         return {"engine": "splitlib.decoding", "kinds": self.kinds, "decode": self.decode,
-                "model_dirs": self.model_dirs}
+                "model_dirs": self.model_dirs, "prompt": self.prompt_style.id}
 
     def backend(self, role: str, ref: Any) -> Any:
         """The backend for ``ref`` in ``role`` ("small"/"big"): loaded on first use, or ``ref`` itself when it is a
@@ -193,7 +195,8 @@ class DecoderService:
           draws other random numbers — a row made by one is not what the other would produce;
         - ``decode``: every ``DecodeConfig`` setting but the sampling ones, defaults written out (so that a changed
           default counts, and an explicit default equals an omitted one);
-        - ``policy`` and ``policy_params``.
+        - ``policy`` and ``policy_params``;
+        - ``prompt``: the id of the prompt style every question is rendered in (``splitlib.prompts``).
         """
         from splitlib.decoding import DecodeConfig
 
@@ -203,7 +206,7 @@ class DecoderService:
         return {"model": {role: self._model_hash(ref) for role, ref in refs.items()},
                 "backend": {role: self._backend_record(role, ref) for role, ref in refs.items()},
                 "decode": {k: v for k, v in config.items() if k not in SAMPLING_FIELDS},
-                "policy": route.policy, "policy_params": dict(route.policy_params)}
+                "policy": route.policy, "policy_params": dict(route.policy_params), "prompt": self.prompt_style.id}
 
     def _model_hash(self, ref: Any) -> str | None:
         if ref is None:
@@ -252,7 +255,7 @@ class DecoderService:
         cfg = DecodeConfig(max_new_tokens=max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
                            seed=sampling.seed, **self.decode)
         items = [_Item(id=f"{key_prefix}-{seed}", question=q) for q, seed in zip(questions, seeds, strict=True)]
-        return decode_many(items, small, big, policy, cfg, progress=self.progress)
+        return decode_many(items, small, big, policy, cfg, progress=self.progress, prompt_style=self.prompt_style)
 
     def _serve(self, route: Route, load: Any) -> Any:
         """``load()`` with ``route``'s models marked in use, so that making room never releases one of them."""

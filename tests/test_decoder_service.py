@@ -11,7 +11,7 @@ import pytest
 
 from splitlib import evaluate as ev
 from splitlib import notebook_params as nbp
-from splitlib import provenance
+from splitlib import prompts, provenance
 from splitlib.backends import load_backend
 from splitlib.decoder_service import SAMPLING_FIELDS, DecoderService, Route, check_decode_settings
 from splitlib.decoding import DecodeConfig, decode
@@ -150,7 +150,8 @@ def test_evaluation_runs_every_policy_and_reruns_a_subset_identically(tiny_model
             assert row["tokens_small"] == 0
     assert rows[0]["decoder"] == {"engine": "splitlib.decoding", "kinds": {"small": "hf", "big": "hf"},
                                   "decode": {"big_chunk_tokens": 4},
-                                  "model_dirs": {k: str(v) for k, v in tiny_model_dirs.items()}}
+                                  "model_dirs": {k: str(v) for k, v in tiny_model_dirs.items()},
+                                  "prompt": prompts.TEMPLATE_ID}
     assert any(0 < r["offload_token_fraction"] < 1 for r in rows if r["method"] == "random")
     assert len(service._loaded) == 2  # each model loaded once
 

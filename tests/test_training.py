@@ -222,11 +222,20 @@ def test_grpo_paper_preset_matches_the_paper() -> None:
 
 def test_grpo_dataset_has_plain_text_prompts_and_solutions(toy_problems, toy_tokenizer) -> None:
     ds = grpo_dataset(toy_problems[:2], toy_tokenizer)
-    assert ds.column_names == ["prompt", "solution"]
+    assert ds.column_names == ["prompt", "solution", "gold_rule"]
     assert ds[1] == {
         "prompt": prompts.build_prompt(toy_tokenizer, toy_problems[1].question, "small"),
         "solution": toy_problems[1].answer,
+        "gold_rule": "answer",  # the rewards read the gold text by this rule
     }
+
+
+def test_grpo_dataset_reads_the_worked_solution_when_gold_is_solution(toy_tokenizer) -> None:
+    rows = [{"question": "What is 2+2?", "answer": "4", "solution": "2+2 gives \\boxed{4}."}]
+    (row,) = grpo_dataset(rows, toy_tokenizer, gold="solution")
+    assert (row["solution"], row["gold_rule"]) == ("2+2 gives \\boxed{4}.", "solution")
+    with pytest.raises(ValueError, match="gold rule 'solution' reads column 'solution'"):
+        grpo_dataset([{"question": "q", "answer": "4"}], toy_tokenizer, gold="solution")
 
 
 # -- the offload rollout: ids and env_mask from a trace -----------------------------------------------------------
@@ -514,8 +523,9 @@ def steer_offloads(tokenizer):
     return lambda model, tok: SteeredHFBackend(model, tok, steer=steer)
 
 
+@pytest.mark.parametrize("prompt_style", ["project", "authors"])  # authors: the rollouts decode the system prompt
 def test_two_step_grpo_offload_mode_changes_weights_and_logs_offloads(
-    tiny_model_dirs, toy_problems, toy_tokenizer, tmp_path, with_distinct_chars
+    tiny_model_dirs, toy_problems, toy_tokenizer, tmp_path, with_distinct_chars, prompt_style
 ) -> None:
     before = state_snapshot(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["small"]))
     params = {**SMOKE_TRL, "rollout": {"small_backend": steer_offloads(toy_tokenizer)}}
@@ -528,7 +538,9 @@ def test_two_step_grpo_offload_mode_changes_weights_and_logs_offloads(
         reward_names=["paper", "rl4e", "distinct_chars"],
         params=params,
         progress=False,
+        prompt_style=prompt_style,
     )
+    assert metrics["prompt_style"]["name"] == prompt_style
     steps = metrics["steps"]
     assert len(steps) == 2
     assert {"rewards/rl4e/mean", "completions/mean_length", "rollout/accuracy"} <= set(steps[0])

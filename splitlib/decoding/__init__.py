@@ -18,6 +18,16 @@ results, so ``decode`` runs one problem and ``decode_many`` steps many problems'
 engines. ``reference=True`` replaces the one-pass check by the released code's probes (PAPER_FACTS §2): an
 8-token greedy continuation at every prefix of the chunk, handing back at the first prefix whose continuation
 contains ``</big`` (without the reference bugs).
+
+Tags as single tokens or as text (``DecodeConfig.tags``, ``decoding.tagging``): the project's SFT adds
+``<bigmodel>``/``</bigmodel>`` as single tokens; the paper's checkpoints write them as ordinary text, several tokens
+each. ``auto`` reads each tokenizer: single tokens where it has both ("token" tags), else text it spells back exactly
+("text" tags). With text tags the same loop runs: the small model stops once its decoded text contains
+``<bigmodel>`` (its session cut back to where the tag ends), the big model reads the span's context without tags or
+hint, and the one-pass check marks each position whose predicted token starts ``</bigmodel>``: a token holding the
+whole tag decides there; a shorter start (``<``, ``</``, ``.<``) is confirmed by a short greedy probe, counted in
+``Counters.probes`` and as a ``takeback_probe`` event (``text_takeback="first_token"`` takes it without a probe).
+The tags count as the small model's text and tokens in both modes (one token each, or their tokens).
 """
 
 from __future__ import annotations
@@ -28,23 +38,26 @@ from tqdm.auto import tqdm
 
 from splitlib import prompts, tags
 from splitlib.backends.base import Backend, Done, Op, check_prompt
-from splitlib.decoding.config import DecodeConfig, RolePrompts, Takeback
+from splitlib.decoding.config import DecodeConfig, RolePrompts, TagChoice, Takeback, TextTakeback
 from splitlib.decoding.loop import ProblemRun
-from splitlib.handoff import encode_text, tag_ids
+from splitlib.handoff import TagIds, encode_text, tag_ids
 from splitlib.policies import Policy, make_policy
 from splitlib.trace import Trace
 
-__all__ = ["DecodeConfig", "RolePrompts", "Takeback", "decode", "decode_many"]
+__all__ = ["DecodeConfig", "RolePrompts", "TagChoice", "Takeback", "TextTakeback", "decode", "decode_many",
+           "small_tags"]
 
 DEFAULT_CONFIG = DecodeConfig()  # frozen: safe to share as a default
 
 
 # -- public API -------------------------------------------------------------------------------------------
-def _prompt_texts(item, backends: dict[str, Backend | None]) -> dict[str, str]:
+def _prompt_texts(item, backends: dict[str, Backend | None], style: prompts.PromptStyle | None,
+                  offloading: bool) -> dict[str, str]:
     if isinstance(item, RolePrompts):
         return {"small": item.small, "big": item.big}
     question = getattr(item, "question", item)
-    return {m: prompts.build_prompt(b.tokenizer, question, m) for m, b in backends.items() if b is not None}
+    return {m: prompts.build_prompt(b.tokenizer, question, m, style, offloading)
+            for m, b in backends.items() if b is not None}
 
 
 def _key(item) -> str:
@@ -54,7 +67,7 @@ def _key(item) -> str:
 
 
 def _start(item, small: Backend | None, big: Backend | None, policy: Policy | str, cfg: DecodeConfig,
-           key: str | None = None) -> Generator[Op, Done, Trace]:
+           key: str | None = None, prompt_style: prompts.PromptStyle | None = None) -> Generator[Op, Done, Trace]:
     """Check everything that can be checked before decoding, then return the problem's loop."""
     policy = make_policy(policy) if isinstance(policy, str) else policy
     given = {"small": small, "big": big}
@@ -62,14 +75,29 @@ def _start(item, small: Backend | None, big: Backend | None, policy: Policy | st
     if missing:
         raise ValueError(f"policy {policy.name!r} needs the {' and '.join(missing)} model")
     backends = {m: given[m] for m in sorted(policy.models)}
-    texts = _prompt_texts(item, backends)
+    texts = _prompt_texts(item, backends, prompt_style, offloading=policy.requests)
     prompt_ids = {m: encode_text(b.tokenizer, texts[m]) for m, b in backends.items()}
     for m, b in backends.items():
         check_prompt(b, prompt_ids[m], m)
-    if policy.requests and None in (tag_ids(small.tokenizer).open, tag_ids(small.tokenizer).close):
-        raise ValueError(f"the small model's tokenizer must have {tags.OPEN} and {tags.CLOSE} as single tokens "
-                         "(add them as non-special added tokens, see splitlib.toy.tokenizer)")
+    if policy.requests:
+        small_tags(small.tokenizer, cfg.tags)
     return ProblemRun(prompt_ids, backends, policy, cfg, key or _key(item)).steps()
+
+
+def small_tags(tokenizer, choice: TagChoice = "auto") -> TagIds:
+    """How a small model writes the tags (``handoff.tag_ids``); raises, naming the fix, where it cannot."""
+    found = tag_ids(tokenizer, choice)
+    if found.mode != "none":
+        return found
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    if choice == "token":
+        raise ValueError(f"tags='token' but the small model's tokenizer ({name}) lacks {tags.OPEN} and {tags.CLOSE} "
+                         "as single tokens: use tags='auto' (text tags), or add them as non-special tokens "
+                         "(splitlib.training.tokens.ensure_control_tokens) and fine-tune")
+    raise ValueError(f"the small model's tokenizer ({name}) can write {tags.OPEN} and {tags.CLOSE} neither as single "
+                     "tokens nor as text it decodes back exactly (tags="
+                     f"{choice!r}); add them as non-special tokens (splitlib.training.tokens.ensure_control_tokens) "
+                     "or use a tokenizer that spells them")
 
 
 def _drive(loop: Generator[Op, Done, Trace]) -> Trace:
@@ -88,18 +116,21 @@ def _drive(loop: Generator[Op, Done, Trace]) -> Trace:
 
 
 def decode(question_or_prompt: str | RolePrompts, small: Backend | None, big: Backend | None,
-           policy: Policy | str = "split", cfg: DecodeConfig = DEFAULT_CONFIG, key: str | None = None) -> Trace:
-    """Generate an answer to one question cooperatively; returns the Trace (no I/O)."""
-    return _drive(_start(question_or_prompt, small, big, policy, cfg, key))
+           policy: Policy | str = "split", cfg: DecodeConfig = DEFAULT_CONFIG, key: str | None = None,
+           prompt_style: prompts.PromptStyle | None = None) -> Trace:
+    """Generate an answer to one question cooperatively; returns the Trace (no I/O). A question's prompts are
+    rendered in ``prompt_style`` (``splitlib.prompts``; None: the project's evaluation prompt)."""
+    return _drive(_start(question_or_prompt, small, big, policy, cfg, key, prompt_style))
 
 
 def decode_many(problems: Sequence, small: Backend | None, big: Backend | None, policy: Policy | str = "split",
-                cfg: DecodeConfig = DEFAULT_CONFIG, progress: bool = True) -> list[Trace]:
+                cfg: DecodeConfig = DEFAULT_CONFIG, progress: bool = True,
+                prompt_style: prompts.PromptStyle | None = None) -> list[Trace]:
     """Decode many problems (questions, ``RolePrompts`` or objects with ``.question``/``.id``), in order.
 
     On engines that batch (vLLM, a server) every active problem's next op runs in the same engine steps;
     otherwise (transformers) problems run one after another."""
-    loops = [_start(p, small, big, policy, cfg) for p in problems]
+    loops = [_start(p, small, big, policy, cfg, prompt_style=prompt_style) for p in problems]
     backends = [b for b in {id(b): b for b in (small, big) if b is not None}.values()]
     bar = tqdm(total=len(loops), desc="decode", disable=not progress)
     try:

@@ -56,13 +56,14 @@ def read_samples(path: str | Path) -> list[dict]:
 
 
 def method_parts(method: Method, protocol: EvalProtocol, decode_fn: Any) -> dict[str, Any]:
-    """The provenance parts every row of ``method`` shares under ``protocol`` (the seed and problem come later)."""
+    """The provenance parts every row of ``method`` shares under ``protocol`` (the seed and problem come later).
+    ``prompt``: the id of the prompt style the decoder renders (one that names none renders the project's)."""
     ask = getattr(decode_fn, "provenance", None)
     decoder = ask(method) if callable(ask) else {"model": {"small": method.small, "big": method.big}}
-    return {"policy": method.policy, "policy_params": method.policy_params, **decoder,
+    return {"policy": method.policy, "policy_params": method.policy_params, "prompt": prompts.TEMPLATE_ID, **decoder,
             "sampling": {"temperature": protocol.temperature, "top_p": protocol.top_p,
                          "max_new_tokens": protocol.max_new_tokens},
-            "prompt": prompts.TEMPLATE_ID, "grader": grading.GRADER_VERSION}
+            "grader": grading.GRADER_VERSION}
 
 
 def row_parts(shared: Mapping[str, Any], problem: Mapping[str, Any], seed: int) -> dict[str, Any]:

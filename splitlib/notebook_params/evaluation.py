@@ -24,6 +24,7 @@ class _EvalSetup(Common):
     n_problems: int  # how many held-out problems (the first n)
     protocol: Literal["paper", "deepseek", "custom"]  # evaluation protocol (splitlib.evaluate.PROTOCOLS)
     protocol_settings: dict[str, Any]  # protocol overrides (custom: temperature, top_p, max_new_tokens, samples, aggregate)
+    prompt_style: str  # splitlib.prompts evaluation style: authors (problem, hint, "\n Put your final answer within \boxed{}.", <｜Assistant｜>\n<think>\n) | authors_lm_eval (the official lm-eval runs' text) | project
     kind: Literal["hf", "vllm", "openai"]  # backend for the small models (vllm batches problems; hf runs one at a time)
     big_kind: Literal["hf", "vllm", "openai"]  # backend for the big model
     backend_opts: dict[str, Any]  # per model key ("base", "big", a checkpoint name): loader options
@@ -39,6 +40,11 @@ class _EvalSetup(Common):
         check(self.n_problems >= 1, "n_problems", self.n_problems, "an integer >= 1")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "0 (defaults) or a number of threads")
+        from splitlib.prompts import style_names  # texts and hashes only: no model library
+
+        styles = style_names("eval")
+        check(self.prompt_style in styles, "prompt_style", self.prompt_style,
+              f"an evaluation prompt style of splitlib.prompts ({', '.join(styles)})")
         from splitlib.evaluate import make_protocol
 
         try:

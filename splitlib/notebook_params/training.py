@@ -12,6 +12,13 @@ from splitlib.params import ParamError, check
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _check_prompt_style(name: str, *stages: str) -> None:
+    from splitlib.prompts import style_names  # texts and hashes only: no model library
+
+    allowed = style_names(*stages)
+    check(name in allowed, "prompt_style", name, f"a prompt style of splitlib.prompts ({', '.join(allowed)})")
+
+
 @dataclass(frozen=True)
 class OpenR1Spec:
     """Where OpenR1-Math-220k is read from (``splitlib.data.load_openr1``; the paper profile)."""
@@ -23,6 +30,14 @@ class OpenR1Spec:
 
     def __post_init__(self) -> None:
         check(self.min_chars >= 0, "min_chars", self.min_chars, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class SpecRSpec:
+    """Where the authors' GRPO subset is read from (``splitlib.data.load_specr``)."""
+
+    source: str  # hub id "akhauriyash/OpenR1_Math_SpecR_GRPO", a local copy, or one parquet/jsonl file in its schema
+    config: str | None  # dataset config (null: the default one)
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,7 @@ class SFTParams(Common):
     n_train: int | None  # first n rows of 01's annotated.jsonl; null = all
     preset: Literal["paper", "toy", "smoke"]  # splitlib.training.configs.SFT_PRESETS; the fields below override it
     device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when available
+    prompt_style: str  # splitlib.prompts style of the SFT examples and the tag-usage prompts: authors (the authors' conversation: raw problem -> trace + EOS, their template) | project (problem, hint, instruction; <think> opened)
     num_train_epochs: float | None  # null = the preset's
     max_steps: int | None  # null = the preset's (smoke: 2); a number overrides epochs
     learning_rate: float | None  # null = the preset's (paper 5e-5, cosine to 0.1x)
@@ -117,6 +133,7 @@ class SFTParams(Common):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.n_train is None or self.n_train >= 1, "n_train", self.n_train, "null (all) or an integer >= 1")
+        _check_prompt_style(self.prompt_style, "sft", "eval")
         check_optional_positive(self, "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
                                  "global_batch_size", "max_length", "logging_steps")
         check(self.n_eval >= 1, "n_eval", self.n_eval, "an integer >= 1")
@@ -163,16 +180,20 @@ class GRPOParams(Common):
 
     modes: list[Literal["paper", "offload"]]  # paper: small model alone samples; offload: rollouts really offload
     big_model: str | None  # offload mode: null = outputs/<run>/models/big (notebook 00); else hub id or dir
-    dataset: Literal["toy", "openr1"]  # toy: outputs/<run>/data/train.jsonl; openr1: OpenR1-Math-220k questions
+    dataset: Literal["toy", "openr1", "specr"]  # toy: outputs/<run>/data/train.jsonl; openr1: OpenR1-Math-220k questions; specr: the authors' GRPO subset
     openr1: OpenR1Spec  # dataset: openr1 only
+    specr: SpecRSpec  # dataset: specr only
+    gold: Literal["answer", "solution"]  # what the accuracy reward compares with: the short answer, or the worked solution parsed by math-verify (the authors')
     n_prompts: int | None  # first n training problems; null = all (paper: 5,000)
     preset: Literal["paper", "toy", "smoke"]  # splitlib.training.configs.GRPO_PRESETS; the fields below override it
     device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when available
+    prompt_style: str  # splitlib.prompts style of the rollout prompts: authors (the recipe's system prompt + the problem, ends <｜Assistant｜>) | project (problem, hint, instruction; <think> opened)
     rewards: list[str]  # splitlib.rewards registry names
     reward_weights: list[float]  # one per reward; 0 = logged only (a metric)
     max_steps: int | None  # optimizer steps; null = the preset's (one epoch over the prompts)
     num_generations: int | None  # completions per prompt (paper 14); null = the preset's
-    per_device_train_batch_size: int | None  # completions per device per step (a multiple of num_generations)
+    per_device_train_batch_size: int | None  # completions per device per micro-step; null = the preset's
+    global_batch_size: int | None  # completions per optimiser step, over processes and accumulation (paper 112 = 8 prompts x 14); null = the preset's
     learning_rate: float | None  # null = the preset's (paper 1e-6)
     temperature: float | None  # rollout sampling temperature (paper 0.7)
     max_completion_length: int | None  # tokens per completion (paper 2,048)
@@ -187,6 +208,7 @@ class GRPOParams(Common):
         check(len(self.modes) >= 1 and len(set(self.modes)) == len(self.modes), "modes", self.modes,
               "a non-empty list of distinct modes from paper, offload")
         check(self.n_prompts is None or self.n_prompts >= 1, "n_prompts", self.n_prompts, "null (all) or an integer >= 1")
+        _check_prompt_style(self.prompt_style, "grpo")
         from splitlib.rewards import REWARDS  # imported here: math-verify is slow to import
 
         unknown = [r for r in self.rewards if r not in REWARDS]
@@ -199,9 +221,10 @@ class GRPOParams(Common):
         check(self.num_generations is None or self.num_generations >= 2, "num_generations", self.num_generations,
               "null or an integer >= 2 (GRPO compares completions of one prompt)")
         check(self.beta is None or self.beta >= 0, "beta", self.beta, "null or a KL coefficient >= 0")
-        n, batch = self.num_generations, self.per_device_train_batch_size
-        check(n is None or batch is None or batch % n == 0, "per_device_train_batch_size", batch,
-              f"a multiple of num_generations={n}")
+        n, batch = self.num_generations, self.global_batch_size  # null: the preset's (TRL checks the product)
+        check(n is None or batch is None or batch % n == 0, "global_batch_size", batch,
+              f"completions per step that are a multiple of num_generations={n} (whole groups)")
+        check(self.gold == "answer" or self.dataset != "toy", "gold", self.gold, "answer for dataset: toy (no worked solutions)")
         check_serve("serve", self.serve, {"big": "big_model, for offload-mode rollouts"})
         check("big" not in self.serve or ("offload" in self.modes and self.rollout.big_backend == "openai"), "serve",
               self.serve, "a big-model server only for offload mode with rollout.big_backend: openai")

@@ -71,7 +71,12 @@ SFT_PRESETS: Registry[dict[str, Any]] = Registry("SFT preset", {
     },
 })
 
-# PAPER_FACTS §6. The per-device batch is not stated in the paper: one group of 14 completions per device per step.
+# PAPER_FACTS §6, §10. The paper's run is the authors' recipe at commit 77fcaa9, trained with TRL 0.16: 14
+# generations, 8 completions per device x 7 processes x 2 accumulation steps = 112 completions (8 prompts) per step.
+# TRL 0.16's loss is the token mean over each device's micro-batch (TRL >= 0.17 calls it "bnpo"), with no KL bias
+# correction and no vLLM importance-sampling correction (both on by default in TRL 1.16). Its `max_prompt_length: 512`
+# (left-truncation of longer prompts) no longer exists in GRPOConfig: TRL removed it and advises filtering overlong
+# prompts out of the dataset instead, which is the data's business, not a TRL field.
 GRPO_PRESETS: Registry[dict[str, Any]] = Registry("GRPO preset", {
     "paper": {
         "num_train_epochs": 1,
@@ -85,7 +90,11 @@ GRPO_PRESETS: Registry[dict[str, Any]] = Registry("GRPO preset", {
         "beta": 0.04,
         "epsilon": 0.2,
         "num_generations": 14,
-        "per_device_train_batch_size": 14,
+        "global_batch_size": 112,  # completions per optimiser step (8 prompts x 14); -> gradient accumulation
+        "per_device_train_batch_size": 8,  # the authors'; "bnpo" normalises the loss over this micro-batch
+        "loss_type": "bnpo",  # TRL 0.16's (TRL 1.16 default: "dapo"; "grpo" = TRL 0.15's per-sequence mean)
+        "use_bias_correction_kl": False,  # TRL 0.16's KL term (TRL 1.16 multiplies it by the importance ratio)
+        "vllm_importance_sampling_correction": False,  # TRL 0.16 had none (TRL 1.16 reweights vLLM samples)
         "use_vllm": True,  # rollouts by vLLM (on a GPU; dropped on CPU, where TRL's weight sync into vLLM fails)
         "vllm_mode": "colocate",  # in each training process (TRL's default, "server", needs `trl vllm-serve` running)
         "gradient_checkpointing": True,

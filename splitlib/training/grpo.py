@@ -21,6 +21,7 @@ from trl import GRPOTrainer
 from splitlib import prompts, rewards
 from splitlib.backends.base import resolve_model
 from splitlib.backends.vllm_engine import release_foreign_engine
+from splitlib.grading import GoldRule, gold_text
 from splitlib.registry import Registry
 from splitlib.training.configs import grpo_config, precision, train_and_save
 from splitlib.training.rollout import (
@@ -49,17 +50,23 @@ def _field(problem: Any, *names: str) -> Any:
     raise KeyError(f"problem {problem!r:.80} has none of {names}")
 
 
-def grpo_dataset(problems: Sequence[Any], tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """``{"prompt": small-role prompt text (with the hint), "solution": gold answer}`` per problem.
+def grpo_dataset(problems: Sequence[Any], tokenizer: PreTrainedTokenizerBase,
+                 prompt_style: prompts.PromptStyle | str | None = None, gold: GoldRule = "answer") -> Dataset:
+    """``{"prompt": the small model's prompt text in ``prompt_style`` (``splitlib.prompts``, stage ``grpo``; None:
+    ``project``, with the hint in the user turn), "solution": the gold text, "gold_rule": how to read it}`` per
+    problem (the rewards get both columns).
 
-    A problem is a ``splitlib.toy.Problem`` or a mapping with ``question`` and ``answer`` (or ``solution``).
+    A problem is a ``splitlib.toy.Problem`` or a mapping with ``question`` and the column ``gold`` names
+    (``splitlib.grading.gold_text``: ``answer``, or the worked ``solution`` as the authors' reward read it).
     """
     if not problems:
         raise ValueError("no GRPO problems: check data/train.jsonl (notebooks/00_models.ipynb writes it)")
+    chosen = prompts.style("grpo", prompt_style)
     rows = [
         {
-            "prompt": trl_prompt_text(tokenizer, prompts.build_prompt(tokenizer, _field(p, "question"), "small")),
-            "solution": str(_field(p, "answer", "solution")),
+            "prompt": trl_prompt_text(tokenizer, prompts.build_prompt(tokenizer, _field(p, "question"), "small", chosen)),
+            "solution": gold_text(p, gold),
+            "gold_rule": gold,
         }
         for p in problems
     ]
@@ -69,7 +76,8 @@ def grpo_dataset(problems: Sequence[Any], tokenizer: PreTrainedTokenizerBase) ->
 def rollout_problems(problems: Sequence[Any], dataset: Dataset) -> dict[str, RolloutProblem]:
     """Dataset prompt text -> question and gold answer (TRL hands the rollout function only the prompts)."""
     return {
-        row["prompt"]: RolloutProblem(question=_field(p, "question"), solution=row["solution"])
+        row["prompt"]: RolloutProblem(question=_field(p, "question"), solution=row["solution"],
+                                      gold_rule=row["gold_rule"])
         for p, row in zip(problems, dataset, strict=True)
     }
 
@@ -107,6 +115,7 @@ def build_offload_rollout(
     big_dir: str | Path,
     rollout_params: Mapping[str, Any],
     run_seed: int,
+    prompt_style: prompts.PromptStyle | None = None,
 ) -> OffloadRollout:
     """The offload ``rollout_func``: the decoder service with the frozen big model in ``big_dir``.
 
@@ -121,10 +130,10 @@ def build_offload_rollout(
         log.warning("offload rollouts will decode one completion at a time (%s): for batched rollouts use "
                     "policy_engine='vllm' (with use_vllm) and big_backend 'vllm' or 'openai'", "; ".join(slow))
     big_tokenizer = AutoTokenizer.from_pretrained(big_dir)
-    decoder, route = offload_decoder(big_dir, **params)
+    decoder, route = offload_decoder(big_dir, **params, prompt_style=prompt_style)
     return OffloadRollout(rollout_problems(problems, dataset), decoder, route,
                           _same_tokenizer(tokenizer, big_tokenizer), run_seed=run_seed, small_backend=small_backend,
-                          policy_engine=policy_engine)
+                          policy_engine=policy_engine, prompt_style=prompt_style)
 
 
 def _release_engines(trainer: GRPOTrainer | None, rollout: OffloadRollout | None) -> None:
@@ -147,6 +156,8 @@ def run_grpo(
     reward_weights: Sequence[float] | None = None,
     params: Mapping[str, Any] | None = None,
     progress: bool = True,
+    prompt_style: prompts.PromptStyle | str | None = None,
+    gold: GoldRule = "answer",
 ) -> dict:
     """GRPO from the model in ``model_dir`` (its tokenizer must have the control tokens); saves to ``out_dir``.
 
@@ -157,6 +168,7 @@ def run_grpo(
     ``use_vllm=True, vllm_mode='colocate'`` and is refused before anything loads otherwise; ``auto`` is ``vllm``
     where the config has that engine (the paper preset on a GPU) and ``hf`` elsewhere (on CPU TRL's weight sync
     into vLLM fails).
+    ``prompt_style``: the rollout prompts (``splitlib.prompts``, stage ``grpo``; None: ``project``).
     Returns metrics: per-step logs (TRL's rewards per function, completion lengths, loss; in offload mode the
     step's mean offload fraction and accuracy under ``rollout/``), measured wall seconds, steps.
     """
@@ -165,6 +177,7 @@ def run_grpo(
         raise ValueError("mode='offload' needs big_dir (the frozen big model)")
     params = dict(params or {})
     preset, device = params.pop("preset", "toy"), params.pop("device", "auto")
+    prompt_style = prompts.style("grpo", prompt_style)
     rollout_params = params.pop("rollout", {})
     policy_engine = rollout_params.get("policy_engine", "hf")
     if mode == "offload" and policy_engine == "hf":
@@ -187,10 +200,10 @@ def run_grpo(
             log.warning("use_vllm=True with rollout policy_engine='hf': TRL's vLLM engine is started and synced every "
                         "step but offload rollouts do not use it; set rollout policy_engine: vllm to decode on it")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision(device).load_dtype)
-    dataset = grpo_dataset(problems, tokenizer)
+    dataset = grpo_dataset(problems, tokenizer, prompt_style, gold)
     rollout = None
     if mode == "offload":
-        rollout = build_offload_rollout(problems, dataset, tokenizer, big_dir, rollout_params, args.seed)
+        rollout = build_offload_rollout(problems, dataset, tokenizer, big_dir, rollout_params, args.seed, prompt_style)
     trainer = None
     try:
         trainer = GRPOTrainer(
@@ -212,5 +225,6 @@ def run_grpo(
         "global_steps": result.global_step,
         "train_wall_s": wall_s,
         "reward_names": list(reward_names),
+        "prompt_style": prompt_style.describe(),
         "model_dir": str(out_dir),
     }

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from splitlib import data, provenance, runlock, runs, serve
+from splitlib import data, prompts, provenance, runlock, runs, serve
 from splitlib.training.grpo import run_grpo
 from splitlib.training.sft import run_sft
 
@@ -31,8 +31,8 @@ STAGES = {"sft": "02_sft", "grpo": "03_grpo"}  # stage -> the notebook whose tra
 # The notebook parameters passed to TRL when set (notebook 02 / 03, "2 · Training").
 SFT_KEYS = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "global_batch_size",
             "max_length", "logging_steps")
-GRPO_KEYS = ("max_steps", "num_generations", "per_device_train_batch_size", "learning_rate", "temperature",
-             "max_completion_length", "beta", "logging_steps")
+GRPO_KEYS = ("max_steps", "num_generations", "per_device_train_batch_size", "global_batch_size", "learning_rate",
+             "temperature", "max_completion_length", "beta", "logging_steps")
 DECODE_KEYS = ("big_chunk_tokens", "max_offload_tokens", "takeback", "takeback_threshold")
 
 
@@ -55,25 +55,34 @@ def rollout_params(rollout: Mapping[str, Any]) -> dict[str, Any]:
             "policy_engine": rollout["policy_engine"]}
 
 
-def sft_settings(base: str, annotated_path: Path, n_train: int, train_params: Mapping[str, Any]) -> dict[str, Any]:
-    """What an SFT model is reused under: the base model (and its weights' hash), the annotations, the params."""
+def sft_settings(base: str, annotated_path: Path, n_train: int, train_params: Mapping[str, Any],
+                 prompt_style: str = "project") -> dict[str, Any]:
+    """What an SFT model is reused under: the base model (and its weights' hash), the annotations, the params and
+    the prompt style (its id: a hash of its texts, so a changed text retrains)."""
     return {"base_model": base, "base_model_hash": provenance.model_hash(base),
-            "annotated_sha256": provenance.file_hash(annotated_path), "n_train": n_train, "params": dict(train_params)}
+            "annotated_sha256": provenance.file_hash(annotated_path), "n_train": n_train, "params": dict(train_params),
+            "prompt": prompts.style("sft", prompt_style).describe()}
 
 
-def grpo_inputs(sft_dir: Path, problems: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Hashes of what every GRPO mode starts from: the SFT model and the training problems."""
+def grpo_inputs(sft_dir: Path, problems: Sequence[Mapping[str, Any]], gold: str = "answer") -> dict[str, str]:
+    """Hashes of what every GRPO mode starts from: the SFT model, the training problems and their gold texts."""
+    from splitlib.grading import gold_text
+
     return {"sft_model": provenance.model_hash(sft_dir),
-            "problems": provenance.value_hash([(q["question"], q["answer"]) for q in problems])}
+            "problems": provenance.value_hash([(q["question"], gold_text(q, gold)) for q in problems]),
+            **({"gold": gold} if gold != "answer" else {})}  # absent for "answer": earlier toy models stay reusable
 
 
 def grpo_settings(mode: str, inputs: Mapping[str, str], big: str | None, rewards: Sequence[str],
-                  reward_weights: Sequence[float], params: Mapping[str, Any]) -> dict[str, Any]:
-    """What one GRPO mode's model is reused under (offload mode adds the big model and its hash)."""
+                  reward_weights: Sequence[float], params: Mapping[str, Any],
+                  prompt_style: str = "project") -> dict[str, Any]:
+    """What one GRPO mode's model is reused under (offload mode adds the big model and its hash), with the prompt
+    style (its id: a hash of its texts)."""
     offload = mode == "offload"
     return {"mode": mode, "sha256": dict(inputs), "big_model": big if offload else None,
             "big_model_hash": provenance.model_hash(big) if offload else None,
-            "rewards": list(rewards), "reward_weights": list(reward_weights), "params": dict(params)}
+            "rewards": list(rewards), "reward_weights": list(reward_weights), "params": dict(params),
+            "prompt": prompts.style("grpo", prompt_style).describe()}
 
 
 def reuse_or_train(directory: Path, settings: Mapping[str, Any], train: Callable[[], dict]) -> tuple[dict, bool]:
@@ -104,16 +113,21 @@ def train_sft(p: Mapping[str, Any]) -> dict:
                                                                   made_by="notebooks/00_models.ipynb"))
     rows = runs.read_jsonl(annotated_path)[: p["n_train"]]
     train_params = trl_params(p, SFT_KEYS, "sft_overrides")
-    settings = sft_settings(base, annotated_path, len(rows), train_params)
+    settings = sft_settings(base, annotated_path, len(rows), train_params, p["prompt_style"])
     progress = p["progress"] and is_main_process()
-    result, reused = reuse_or_train(out, settings, lambda: run_sft(base, rows, out / "model", train_params, progress))
+    result, reused = reuse_or_train(out, settings, lambda: run_sft(base, rows, out / "model", train_params, progress,
+                                                                   prompt_style=p["prompt_style"]))
     return {"02_sft": {"reused": reused, "steps": result["steps"], "train_wall_s": result["train_wall_s"]}}
 
 
-def _grpo_problems(p: Mapping[str, Any], run: Path) -> list[dict]:
+def grpo_problems(p: Mapping[str, Any], run: Path) -> list[dict]:
+    """Notebook 03's training problems: the toy world's, the authors' GRPO subset (``specr``) or OpenR1-Math."""
     if p["dataset"] == "toy":
         runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
         return data.load_toy(run / "data", "train")[: p["n_prompts"]]
+    if p["dataset"] == "specr":
+        return data.load_specr(runs.in_run(run, p["specr"]["source"]), limit=p["n_prompts"],
+                               config=p["specr"]["config"])
     o = p["openr1"]
     return data.load_openr1(runs.in_run(run, o["source"]), limit=p["n_prompts"], config=o["config"], only_correct=o["only_correct"],
                             min_chars=o["min_chars"])
@@ -128,14 +142,14 @@ def train_grpo(p: Mapping[str, Any]) -> dict:
     if "offload" in p["modes"]:
         big = runs.in_run(run, p["big_model"]) or str(runs.require(run / "models" / "big" / "config.json",
                                                  made_by="notebooks/00_models.ipynb").parent)
-    problems = _grpo_problems(p, run)
+    problems = grpo_problems(p, run)
     base_params = trl_params(p, GRPO_KEYS, "grpo_overrides")
-    fingerprints = grpo_inputs(sft_dir, problems)
+    fingerprints = grpo_inputs(sft_dir, problems, p["gold"])
     done = {}
     for mode in p["modes"]:
         offload = mode == "offload"
         params = {**base_params, **({"rollout": rollout_params(p["rollout"])} if offload else {})}
-        settings = grpo_settings(mode, fingerprints, big, p["rewards"], p["reward_weights"], params)
+        settings = grpo_settings(mode, fingerprints, big, p["rewards"], p["reward_weights"], params, p["prompt_style"])
 
         def train(mode: str = mode, params: dict = params) -> dict:
             return train_mode(p, mode, sft_dir, big, problems, params, run, p["progress"] and is_main_process())
@@ -155,7 +169,7 @@ def train_mode(p: Mapping[str, Any], mode: str, sft_dir: str | Path, big: str | 
     def train(params: Mapping[str, Any]) -> dict:
         return run_grpo(sft_dir, big if mode == "offload" else None, problems, run / "03_grpo" / mode / "model",
                         mode=mode, reward_names=p["rewards"], reward_weights=p["reward_weights"], params=params,
-                        progress=progress)
+                        progress=progress, prompt_style=p["prompt_style"], gold=p["gold"])
 
     if mode != "offload" or "big" not in p["serve"]:
         return train(params)
@@ -191,7 +205,7 @@ def load_params(path: Path, stage: str) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no parameters file {path}; `splitreason train --dry-run` writes one")
     p = json.loads(path.read_text())
-    keys = ("outputs_root", "run_name", "preset", "device", "seed", "progress",
+    keys = ("outputs_root", "run_name", "preset", "device", "seed", "progress", "prompt_style",
             *(SFT_KEYS if stage == "sft" else GRPO_KEYS))
     missing = [k for k in keys if k not in p]
     if missing:

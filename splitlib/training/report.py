@@ -87,8 +87,10 @@ def weights_changed(dir_a: str | Path, dir_b: str | Path) -> dict[str, Any]:
 
 # -- the small model alone, tags kept ---------------------------------------------------------------------------
 def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_new_tokens: int,
-                           engine: Engine = "generate", batch_size: int = 64, progress: bool = True) -> list[str]:
-    """Greedy generations of the model in ``model_dir`` alone, from the small role's prompt (with the hint).
+                           engine: Engine = "generate", batch_size: int = 64, progress: bool = True,
+                           prompt_style: prompts.PromptStyle | None = None) -> list[str]:
+    """Greedy generations of the model in ``model_dir`` alone, from the small role's prompt in ``prompt_style``
+    (``splitlib.prompts``; None: the project's, with the hint) for a model decoding alone.
 
     ``generate``: batched ``transformers`` generation (fast for small models on CPU); ``hf``/``vllm``: the
     cooperative decoder's ``small_only`` policy on that backend (the path the evaluation uses). The control tags
@@ -101,12 +103,12 @@ def small_only_generations(model_dir: str | Path, questions: Sequence[str], max_
 
         tok = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-        texts = [prompts.build_prompt(tok, q, "small") for q in questions]
+        texts = [prompts.build_prompt(tok, q, "small", prompt_style, offloading=False) for q in questions]
         return greedy_generations(model, tok, texts, max_new_tokens, batch_size, progress)
     if engine in ("hf", "vllm"):
         from splitlib.decoder_service import DecoderService, Route
 
-        service = DecoderService(kind=engine, progress=progress)
+        service = DecoderService(kind=engine, progress=progress, prompt_style=prompt_style)
         # greedy and small_only draw nothing at random, so the seeds (the engine's problem keys) change no token
         traces = service(Route("small_only", small=str(model_dir)), list(questions), list(range(len(questions))),
                          GREEDY, max_new_tokens)

@@ -236,6 +236,7 @@ def offload_decoder(
     decode: Mapping[str, Any] | None = None,
     big_backend: str = "hf",
     big_backend_options: Mapping[str, Any] | None = None,
+    prompt_style: prompts.PromptStyle | None = None,
 ) -> tuple[DecoderService, Route]:
     """The decoder service with the frozen big model in ``big_dir`` loaded now, and the route rollouts decode on
     (its small model is filled in each step with the live policy).
@@ -245,7 +246,7 @@ def offload_decoder(
     ``load_backend`` kind (``hf``, ``vllm``, ``openai``) with its options.
     """
     service = DecoderService({"big": big_dir}, big_kind=big_backend, decode=decode,
-                             backend_opts={"big": dict(big_backend_options or {})})
+                             backend_opts={"big": dict(big_backend_options or {})}, prompt_style=prompt_style)
     route = Route(policy, small=None, big="big", policy_params=dict(policy_params or {}))
     service.preload([route])
     return service, route
@@ -255,7 +256,8 @@ def offload_decoder(
 @dataclass(frozen=True)
 class RolloutProblem:
     question: str
-    solution: str | None = None  # the gold answer, for the per-step accuracy log
+    solution: str | None = None  # the gold text, for the per-step accuracy log
+    gold_rule: str = "answer"  # how to read it (splitlib.grading.GOLD_RULES)
 
 
 class OffloadRollout:
@@ -276,6 +278,7 @@ class OffloadRollout:
         run_seed: int = 0,
         small_backend: SmallBackendFactory | None = None,
         policy_engine: PolicyEngineName = "hf",
+        prompt_style: prompts.PromptStyle | None = None,
     ) -> None:
         POLICY_ENGINES[policy_engine]
         if small_backend is not None and policy_engine != "hf":
@@ -288,6 +291,7 @@ class OffloadRollout:
         self.run_seed = run_seed
         self.small_backend = small_backend
         self.policy_engine = policy_engine
+        self.prompt_style = prompt_style  # the decoder's: the prompt ids returned to TRL must be the ones decoded from
         self.history: list[dict] = []
 
     def close(self) -> None:
@@ -326,7 +330,7 @@ class OffloadRollout:
                 traces = self.decode_fn(route, questions, seeds, sampling, args.max_completion_length,
                                         key_prefix="rollout")
                 decode_wall_s = time.perf_counter() - start
-                prompt_ids = [prompt_token_ids(tokenizer, q) for q in questions]
+                prompt_ids = [prompt_token_ids(tokenizer, q, self.prompt_style) for q in questions]
                 _check_prompt_lengths(prompt_ids, traces)
                 done = [completion_from_trace(t, tokenizer, self.same_tokenizer, close_id) for t in traces]
                 logprobs = policy_logprobs(model, prompt_ids, [c.ids for c in done], sampling.temperature)
@@ -343,9 +347,11 @@ class OffloadRollout:
         }
 
 
-def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
-    """The small model's prompt ids, as the decoder feeds them (chat template text, no extra special tokens)."""
-    return encode_text(tokenizer, prompts.build_prompt(tokenizer, question, "small"))
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, question: str,
+                     prompt_style: prompts.PromptStyle | None = None) -> list[int]:
+    """The small model's prompt ids in ``prompt_style`` (None: the decoder's default), as the decoder feeds them
+    under a split policy (chat template text, no extra special tokens)."""
+    return encode_text(tokenizer, prompts.build_prompt(tokenizer, question, "small", prompt_style, offloading=True))
 
 
 def _check_prompt_lengths(prompt_ids: Sequence[Sequence[int]], traces: Sequence[Trace]) -> None:
@@ -376,7 +382,7 @@ def step_stats(step: int, traces: Sequence[Trace], problems: Sequence[RolloutPro
         "tok_per_s": generated / decode_wall_s if decode_wall_s > 0 else None,
     }
     graded = [
-        grading.grade(t.text, p.solution, truncated=t.truncated)
+        grading.grade(t.text, p.solution, truncated=t.truncated, gold_rule=p.gold_rule)
         for t, p in zip(traces, problems, strict=True)
         if p.solution is not None
     ]

@@ -1,8 +1,9 @@
 """SFT on annotated traces (PAPER_FACTS §5) with ``trl.SFTTrainer``, and the tag-usage statistics of Figure 8.
 
 An annotated row is a mapping with ``question`` and the tagged trace under ``trace_key`` (default ``annotated``);
-an ``id`` names the row in errors. The SFT example is the small model's prompt (with the hint) and the tagged
-trace followed by EOS.
+an ``id`` names the row in errors. The SFT example is rendered in a prompt style (``splitlib.prompts``, stage
+``sft``): ``project`` = the small model's prompt (with the hint) and the tagged trace followed by EOS; ``authors`` =
+the authors' conversation [user: the raw problem, assistant: the tagged trace] through their recipe's template.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from splitlib.training.tokens import ensure_control_tokens, trl_prompt_text
 log = logging.getLogger(__name__)
 
 
-def sft_example(row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, trace_key: str = "annotated") -> dict:
-    """One ``{"prompt", "completion"}`` example: small-role prompt text, tagged trace + EOS."""
+def sft_example(row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, trace_key: str = "annotated",
+                prompt_style: prompts.PromptStyle | str | None = None) -> dict:
+    """One ``{"prompt", "completion"}`` example in ``prompt_style`` (None: ``project``): the prompt text as TRL
+    tokenizes it (no leading BOS text where the tokenizer adds one) and the tagged trace as the completion."""
     name = row.get("id", "?")
     if trace_key not in row or "question" not in row:
         raise KeyError(f"annotated row {name!r} has keys {sorted(row)}; expected 'question' and {trace_key!r}")
@@ -34,17 +37,19 @@ def sft_example(row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, trac
     status = tags.check(trace)
     if not status.balanced:
         raise ValueError(f"annotated row {name!r}: malformed tags ({status.problem}); drop it before SFT")
-    prompt = trl_prompt_text(tokenizer, prompts.build_prompt(tokenizer, row["question"], "small"))
-    return {"prompt": prompt, "completion": trace + tokenizer.eos_token}
+    prompt, completion = prompts.sft_texts(tokenizer, row["question"], trace, prompts.style("sft", prompt_style))
+    return {"prompt": trl_prompt_text(tokenizer, prompt), "completion": completion}
 
 
 def sft_dataset(
-    annotated_rows: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, trace_key: str = "annotated"
+    annotated_rows: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, trace_key: str = "annotated",
+    prompt_style: prompts.PromptStyle | str | None = None,
 ) -> Dataset:
     """The SFT dataset, one ``{"prompt", "completion"}`` row per annotated trace (TRL: completion-only loss)."""
     if not annotated_rows:
         raise ValueError("no annotated rows: run notebooks/01_annotate.ipynb first")
-    return Dataset.from_list([sft_example(r, tokenizer, trace_key) for r in annotated_rows])
+    chosen = prompts.style("sft", prompt_style)
+    return Dataset.from_list([sft_example(r, tokenizer, trace_key, chosen) for r in annotated_rows])
 
 
 def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -59,15 +64,18 @@ def run_sft(
     out_dir: str | Path,
     params: Mapping[str, Any] | None = None,
     progress: bool = True,
+    prompt_style: prompts.PromptStyle | str | None = None,
 ) -> dict:
     """Fine-tune the model in ``model_dir`` on ``annotated_rows``; save model + tokenizer to ``out_dir``.
 
     ``params``: ``preset`` (paper/toy/smoke), ``device``, ``trace_key`` and any ``trl.SFTConfig`` field.
+    ``prompt_style``: how the examples are rendered (``splitlib.prompts``, stage ``sft``; None: ``project``).
     Returns metrics: the loss curve, measured wall seconds, steps, examples, added control tokens.
     """
     params = dict(params or {})
     preset, device = params.pop("preset", "toy"), params.pop("device", "auto")
     trace_key = params.pop("trace_key", "annotated")
+    prompt_style = prompts.style("sft", prompt_style)
     out_dir = Path(out_dir)
     model_dir = resolve_model(model_dir)  # a folder is checked whole (config, untruncated weights)
     # The config before the model: under DeepSpeed ZeRO-3 it is what lets the model load already partitioned.
@@ -75,7 +83,7 @@ def run_sft(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision(device).load_dtype)
     added = ensure_control_tokens(tokenizer, model)
-    dataset = sft_dataset(annotated_rows, tokenizer, trace_key)
+    dataset = sft_dataset(annotated_rows, tokenizer, trace_key, prompt_style)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     result, wall_s = train_and_save(trainer, tokenizer, out_dir, progress)
     log.info("SFT: %d steps in %.1f s, final loss %.4f", result.global_step, wall_s, result.training_loss)
@@ -85,6 +93,7 @@ def run_sft(
         "steps": result.global_step,
         "examples": len(dataset),
         "added_tokens": added,
+        "prompt_style": prompt_style.describe(),
         "train_wall_s": wall_s,
         "model_dir": str(out_dir),
     }
