@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from splitlib import decoder_service, prompts, runlock, runs
+from splitlib import prompts, runlock, runs
 from splitlib import serve as vllm_serve  # (the parameter `serve` holds the server settings)
 from splitlib import evaluate as ev
 from splitlib.notebook_params import load_from_notebook
@@ -111,12 +111,7 @@ display(ev.methods_table(methods).assign(p_big=lambda t: t["method"].map(p_big))
 # `metrics.json` records each method's provenance.
 
 # %%
-servers = vllm_serve.start_servers(P.serve, run, out, models={"big": model_dirs["big"]})  # the big model, if served
-decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode,
-                                        backend_opts=vllm_serve.with_servers(P.backend_opts, servers),
-                                        max_loaded=2,  # one method's models at a time: a small one and the big one
-                                        prompt_style=style)
-prompts.check_decoder_style(decoder.settings, style)  # the decoder renders the chosen prompt style
+servers, decoder = ev.open_decoder(P, run, out, model_dirs, style)  # the big model's vllm serve first, if served
 rows = ev.evaluate(methods, problems, proto, decoder, out / "samples.jsonl", progress=P.progress,
                    batch_size=P.batch_size)
 summary = ev.aggregate(rows, proto)

@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown
 
-from splitlib import decoder_service, evaluate as ev, plots, prompts, runlock, runs, serve as vllm_serve  # `serve`: a parameter
+from splitlib import evaluate as ev, plots, prompts, runlock, runs, serve as vllm_serve  # `serve`: a parameter
 from splitlib.evaluate import baselines
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -111,12 +111,7 @@ P
 rs_metrics = json.loads(runs.require(run / "04_random_switch" / "metrics.json",
                                      made_by="notebooks/04_random_switch.ipynb").read_text())
 rs_rows = ev.read_samples(run / "04_random_switch" / "samples.jsonl")
-servers = vllm_serve.start_servers(P.serve, run, out, models={"big": model_dirs["big"]})  # the big model, if served
-decoder = decoder_service.DecoderService(model_dirs, kind=P.kind, big_kind=P.big_kind, decode=P.decode,
-                                        backend_opts=vllm_serve.with_servers(P.backend_opts, servers),
-                                        max_loaded=2,  # one method's models at a time: a small one and the big one
-                                        prompt_style=style)
-prompts.check_decoder_style(decoder.settings, style)  # the decoder renders the chosen prompt style
+servers, decoder = ev.open_decoder(P, run, out, model_dirs, style)  # the big model's vllm serve first, if served
 baselines.check_same_setup(rs_metrics, proto, problems, decoder)  # same protocol, problems, models and settings
 
 # %% [markdown]

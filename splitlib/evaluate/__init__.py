@@ -18,7 +18,7 @@ Notebooks use the names below as ``ev.<name>`` (``from splitlib import evaluate 
 """
 
 from splitlib.evaluate.claim import best_method, claim, gap_recovered_ci, match_random, random_ratio_for
-from splitlib.evaluate.inputs import load_problems, resolve_model_ref
+from splitlib.evaluate.inputs import load_problems, open_decoder, resolve_model_ref
 from splitlib.evaluate.methods import KEY, Method, methods_from_rows, methods_table
 from splitlib.evaluate.protocols import PROTOCOLS, EvalProtocol, make_protocol
 from splitlib.evaluate.records import method_provenance, read_samples, stale_path
@@ -39,10 +39,40 @@ from splitlib.evaluate.stats import (
 )
 
 __all__ = [
-    "KEY", "PROTOCOLS", "EvalProtocol", "Method", "accuracy_vs_offload", "aggregate",
-    "best_method", "bootstrap_mean_ci", "claim", "claim_markdown", "evaluate", "gap_recovered", "gap_recovered_ci",
-    "load_problems", "make_protocol", "match_random", "median_wall_rows", "method_provenance", "methods_from_rows",
-    "methods_table", "paired_difference", "per_problem_accuracy", "per_run_accuracy", "random_ratio_for",
-    "read_samples", "regrade", "resolve_model_ref", "results_markdown", "results_table", "run_accuracies",
-    "score_sample", "stale_path", "t_quantile", "time_per_problem", "write_metrics",
+    "KEY",
+    "PROTOCOLS",
+    "EvalProtocol",
+    "Method",
+    "accuracy_vs_offload",
+    "aggregate",
+    "best_method",
+    "bootstrap_mean_ci",
+    "claim",
+    "claim_markdown",
+    "evaluate",
+    "gap_recovered",
+    "gap_recovered_ci",
+    "load_problems",
+    "make_protocol",
+    "match_random",
+    "median_wall_rows",
+    "method_provenance",
+    "methods_from_rows",
+    "methods_table",
+    "open_decoder",
+    "paired_difference",
+    "per_problem_accuracy",
+    "per_run_accuracy",
+    "random_ratio_for",
+    "read_samples",
+    "regrade",
+    "resolve_model_ref",
+    "results_markdown",
+    "results_table",
+    "run_accuracies",
+    "score_sample",
+    "stale_path",
+    "t_quantile",
+    "time_per_problem",
+    "write_metrics",
 ]
