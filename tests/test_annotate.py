@@ -341,6 +341,11 @@ def test_resume_after_a_crash_mid_run_equals_an_uninterrupted_run(uninterrupted,
         run_to_completion(rows, DiesAfter(llm(), n=8), out, concurrency=3)
     annotated, failures = read_out(out)
     assert 0 < len(annotated) + len(failures) < len(rows)
+    # A real kill ends the requests in flight with the process; here their threads outlive the "crash", so let them
+    # finish before the fake server is reset (else a late retry of theirs consumes the fresh script's answers).
+    for thread in threading.enumerate():
+        if thread.name.startswith("annotate"):
+            thread.join(timeout=30)
     fake.reset()  # requests in flight at the crash were answered but never written: they are asked again
     run_to_completion(rows, llm(), out, concurrency=3)
     assert sorted_rows(out) == whole
@@ -712,3 +717,88 @@ def test_llm_annotator_against_a_real_vllm_server(vllm_server, toy_rows, tmp_pat
     assert {r["reason"] for r in failures.values()} <= content_reasons, failures
     for row in annotated.values():
         assert tags.strip_tags(row["annotated"]) == row["trace"]
+
+
+# =============================================================================================================
+# prompt_style: "authors" sends the authors' own prompt (annotated_dataset/data_generator.py) and reads their fences
+AUTHORS_TRACE = ("First, restate the problem: we need the sum of the roots. Then by Vieta's formulas the sum of "
+                 "the roots of x^2 - 5x + 6 is 5. Check: the roots are 2 and 3, and 2 + 3 = 5. So the answer is 5.")
+AUTHORS_SNIPPETS = ["by Vieta's formulas the sum of the roots of x^2 - 5x + 6 is 5", "2 + 3 = 5"]  # > 10 apart
+
+
+class StubChat:
+    """An injected client that returns ``reply`` and records the messages it was sent."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply, self.sent = reply, []
+        self.chat = self.completions = self
+
+    def create(self, **request):
+        self.sent.append(request["messages"])
+        return {"choices": [{"message": {"content": self.reply}}]}
+
+
+def _authors(reply: str = "", **params):
+    client = StubChat(reply)
+    return get_annotator("llm", base_url="http://x", model="m", prompt_style="authors",
+                         client=client, **params), client
+
+
+def _authors_fenced(snippets) -> str:
+    return "\n".join(f"-----SNIPPET START-----\n{s}\n-----SNIPPET END-----" for s in snippets)
+
+
+def test_authors_prompt_is_their_system_and_user_message_with_the_trace_and_share():
+    annotator, _ = _authors()
+    system, user = annotator.messages(AUTHORS_TRACE + " {braces}")
+    assert system["role"] == "system" and system["content"].startswith("You are DeepSeek-R1, a large reasoning model.")
+    assert user["role"] == "user" and "Chain-of-thought (CoT):\n" + AUTHORS_TRACE + " {braces}\n" in user["content"]
+    n_chars = int(0.2 * len(AUTHORS_TRACE + " {braces}"))
+    for message in (system, user):
+        assert "-----SNIPPET START-----\n<verbatim text>\n-----SNIPPET END-----" in message["content"]
+        assert f"about {n_chars} characters" in message["content"] or f"roughly {n_chars} characters" in message[
+            "content"]
+    assert "about 20%\nof the entire CoT" in system["content"] and "totalling ~20%\n" in user["content"]
+    assert annotator.prompt(AUTHORS_TRACE) == annotator.messages(AUTHORS_TRACE)[-1]["content"]
+
+
+def test_authors_style_reply_in_their_fences_is_located_in_the_trace():
+    annotator, client = _authors(_authors_fenced(AUTHORS_SNIPPETS))
+    result = annotator.annotate({"id": "a", "trace": AUTHORS_TRACE}, FAST_RETRY)
+    assert [AUTHORS_TRACE[s:e] for s, e in result.spans] == AUTHORS_SNIPPETS
+    assert result.details["n_snippets"] == 2 and result.details["n_found"] == 2
+    assert [m["role"] for m in client.sent[0]] == ["system", "user"]
+    assert parse_snippets("---- SNIPPET START ----  padded  --- SNIPPET END ---", "authors") == ["padded"]
+
+
+def test_authors_style_ignores_project_fences_and_project_style_ignores_theirs():
+    project_reply = "\n".join(f"{SNIPPET_OPEN}\n{s}\n{SNIPPET_CLOSE}" for s in AUTHORS_SNIPPETS)
+    annotator, client = _authors(project_reply)
+    with pytest.raises(AnnotationFailure) as failure:
+        annotator.annotate({"id": "a", "trace": AUTHORS_TRACE}, FAST_RETRY)
+    assert failure.value.reason == "no_snippets" and len(client.sent) == 3  # one answer per temperature
+    assert parse_snippets(_authors_fenced(AUTHORS_SNIPPETS)) == []
+
+
+def test_project_style_describe_is_unchanged_and_authors_style_is_recorded():
+    project = get_annotator("llm", base_url="http://x", model="m", client=StubChat(""))
+    assert project.describe() == {
+        "name": "llm", "base_url": "http://x", "model": "m", "api_key_env": None, "target_fraction": 0.2,
+        "temperatures": (0.0, 0.3, 0.6), "max_response_tokens": 4096, "response_format": "snippets",
+        "match": {"min_ratio": 0.5, "refine_below": 0.95, "edge_chars": 5, "edge_radius": 50, "merge_gap": 10,
+                  "min_snippet_chars": 1, "max_ratio_evals": 2000},
+        "prompt_sha256": "5d1e1f54c0a6632b"}  # as recorded before prompt_style existed
+    assert [m["role"] for m in project.messages("t")] == ["user"]
+    authors, _ = _authors()
+    d = authors.describe()
+    assert d["prompt_style"] == "authors" and d["prompt_sha256"] != project.describe()["prompt_sha256"]
+    assert {k: v for k, v in d.items() if k not in ("prompt_style", "prompt_sha256")} == {
+        k: v for k, v in project.describe().items() if k != "prompt_sha256"}
+
+
+@pytest.mark.parametrize("params", [{"response_format": "tagged"}, {"prompt_template": "{trace}"},
+                                    {"prompt_style": "theirs"}])
+def test_authors_style_is_for_snippets_with_its_own_prompt_only(params):
+    params = {"prompt_style": "authors", **params}
+    with pytest.raises((ValueError, ParamError), match="prompt_style"):
+        get_annotator("llm", base_url="http://x", model="m", client=StubChat(""), **params)

@@ -7,7 +7,8 @@ exponential backoff and seeded jitter; the OpenAI client's own retries are off s
 one. ``timeout_s`` is a deadline on the whole request (connecting, waiting, reading the reply), held by giving
 each request its own HTTP client that a timer aborts (``transport``). A cancelled run (``RetryPolicy.cancel``)
 ends the retry waits and aborts the requests in flight. The API key is read from the environment variable NAMED
-by ``api_key_env`` and kept only in the client.
+by ``api_key_env`` and kept only in the client. ``prompt_style="authors"`` sends the authors' own prompt (their
+system and user messages) and reads their fences.
 
 ``response_format="tagged"`` is an alternative to snippets: the LLM returns the whole trace with the tags
 inserted, accepted only when removing the tags gives the original byte for byte ("text_altered" otherwise).
@@ -90,6 +91,31 @@ The trace:
 {trace}
 {trace_close}"""
 
+# The authors' prompt, word for word (abdelfattah-lab/SplitReason @ f87cddb, annotated_dataset/data_generator.py,
+# call_deepseek_r1_for_difficult_snippets_fraction; their typos, em dash and trailing space kept). Placeholders as
+# theirs: {percent} = int(100 * desired_fraction), {n_chars} = int(len(trace) * desired_fraction).
+_AUTHORS_FENCES = "-----SNIPPET START-----\n<verbatim text>\n-----SNIPPET END-----\n"
+AUTHORS_SYSTEM_TEMPLATE = (
+    "You are DeepSeek-R1, a large reasoning model.\nWe will provide you with a chain-of-thought (CoT).\n\n"
+    "Your task:\n1. Identify the logically complex or difficult portions of the CoT.\n"
+    "2. Extract them verbatim in short snippets (a few lines, an equation, etc.)\u2014no huge paragraphs.\n"
+    "3. The total length of the extracted snippets combined should be about {percent}%\n"
+    "of the entire CoT (roughly {n_chars} characters), focusing only on the hardest parts.\n"
+    "4. Return each snippet enclosed in:\n\n" + _AUTHORS_FENCES + "\n"
+    "5. No extra commentary or text before/between/after these tags. \n"
+    "6. If fewer parts truly deserve mention, return fewer.\n"
+    "7. Do not paraphrase; preserve exact whitespace and punctuation from the CoT.\n"
+    "8. If the problem is too easy, try to atleast give some 'relatively difficult' snippets regardless.\n"
+    "9. Try to atleast provide 3-4 snippets even if the CoT is trivial.")
+AUTHORS_USER_TEMPLATE = (
+    "Chain-of-thought (CoT):\n{trace}\n\nPlease produce short difficult/complex snippets, totalling ~{percent}%\n"
+    "of the CoT length (about {n_chars} characters if possible).\nEach snippet must be verbatim, enclosed in the "
+    "tags:\n\n" + _AUTHORS_FENCES + "\n"
+    "Provide some snippets even if the CoT is trivial. No other text or commentary outside the tags.")
+_AUTHORS_SNIPPET_RE = re.compile(  # their regex, without their fallback (every line of a reply with no fences)
+    r"-{3,}\s*SNIPPET\s+START\s*-{3,}\s*(.*?)\s*-{3,}\s*SNIPPET\s+END\s*-{3,}", re.DOTALL)
+PromptStyle = Literal["project", "authors"]
+
 _SNIPPET_RE = re.compile(
     r"^[ \t]*" + re.escape(SNIPPET_OPEN) + r"[ \t]*\r?\n(.*?)\r?\n[ \t]*" + re.escape(SNIPPET_CLOSE) + r"[ \t]*$",
     re.MULTILINE | re.DOTALL,
@@ -110,6 +136,7 @@ class LLMConfig:
     max_response_tokens: int = 4096
     response_format: Literal["snippets", "tagged"] = "snippets"
     prompt_template: str | None = None  # None: SNIPPETS_TEMPLATE / TAGGED_TEMPLATE (same placeholders)
+    prompt_style: PromptStyle = "project"  # "authors": their system + user prompt and fences (snippets only)
     match: MatchConfig = field(default_factory=MatchConfig)
 
     def __post_init__(self) -> None:
@@ -118,13 +145,19 @@ class LLMConfig:
             raise ValueError(f"temperatures={self.temperatures}: expected a non-empty sequence of values in [0, 2]")
         if self.response_format not in ("snippets", "tagged"):
             raise ValueError(f"response_format={self.response_format!r}: expected 'snippets' or 'tagged'")
+        if self.prompt_style not in ("project", "authors") or self.prompt_style == "authors" and (
+                self.response_format != "snippets" or self.prompt_template):
+            raise ValueError(f"prompt_style={self.prompt_style!r}: expected 'project', or 'authors' (their own prompt, "
+                             "for snippets) with response_format: snippets and no prompt_template")
         if self.max_response_tokens < 1:
             raise ValueError(f"max_response_tokens={self.max_response_tokens}: expected >= 1")
 
 
-def parse_snippets(content: str) -> list[str]:
-    """The snippets fenced between marker lines (surrounding whitespace stripped, empty ones dropped)."""
-    return [s.strip() for s in _SNIPPET_RE.findall(content) if s.strip()]
+def parse_snippets(content: str, style: PromptStyle = "project") -> list[str]:
+    """The snippets fenced between the marker lines that ``style``'s prompt asks for (surrounding whitespace
+    stripped, empty ones dropped)."""
+    pattern = _AUTHORS_SNIPPET_RE if style == "authors" else _SNIPPET_RE
+    return [s.strip() for s in pattern.findall(content) if s.strip()]
 
 
 def parse_tagged(content: str) -> str | None:
@@ -205,29 +238,41 @@ class LLMAnnotator:
 
     @property
     def template(self) -> str:
+        if self.cfg.prompt_style == "authors":  # their system and user templates (what describe() hashes)
+            return AUTHORS_SYSTEM_TEMPLATE + "\n\n" + AUTHORS_USER_TEMPLATE
         default = SNIPPETS_TEMPLATE if self.cfg.response_format == "snippets" else TAGGED_TEMPLATE
         return self.cfg.prompt_template or default
 
-    def prompt(self, trace: str) -> str:
-        return self.template.format(
-            trace=trace, percent=round(100 * self.cfg.target_fraction),
-            n_chars=round(self.cfg.target_fraction * len(trace)),
-            snippet_open=SNIPPET_OPEN, snippet_close=SNIPPET_CLOSE, trace_open=TRACE_OPEN, trace_close=TRACE_CLOSE,
-            tag_open=tags.OPEN, tag_close=tags.CLOSE)
+    def prompt(self, trace: str) -> str:  # the user message (the only message in the project's style)
+        return self.messages(trace)[-1]["content"]
+
+    def messages(self, trace: str) -> list[dict[str, str]]:
+        """The chat messages sent for ``trace``."""
+        fraction = self.cfg.target_fraction
+        if self.cfg.prompt_style == "authors":  # their rounding: int(), as in data_generator.py
+            share = {"percent": int(fraction * 100), "n_chars": int(len(trace) * fraction)}
+            return [{"role": "system", "content": AUTHORS_SYSTEM_TEMPLATE.format(**share)},
+                    {"role": "user", "content": AUTHORS_USER_TEMPLATE.format(trace=trace, **share)}]
+        return [{"role": "user", "content": self.template.format(
+            trace=trace, percent=round(100 * fraction), n_chars=round(fraction * len(trace)), snippet_open=SNIPPET_OPEN,
+            snippet_close=SNIPPET_CLOSE, trace_open=TRACE_OPEN, trace_close=TRACE_CLOSE, tag_open=tags.OPEN,
+            tag_close=tags.CLOSE)}]
 
     def describe(self) -> dict[str, Any]:
         cfg = dataclasses.asdict(self.cfg)
         cfg.pop("prompt_template")
+        if cfg["prompt_style"] == "project":  # absent, as before the switch existed, so older folders still resume
+            cfg.pop("prompt_style")
         cfg["prompt_sha256"] = hashlib.sha256(self.template.encode()).hexdigest()[:16]
         return {"name": self.name, **cfg}
 
     def annotate(self, row: Row, retry: RetryPolicy) -> Annotation:
         text = row["trace"]
-        prompt = self.prompt(text)
+        messages = self.messages(text)
         rng = random.Random(f"{retry.seed}:{row['id']}")
         failure = AnnotationFailure("no_snippets")
         for n, temperature in enumerate(self.cfg.temperatures, 1):
-            content = self._complete(prompt, temperature, retry, rng)
+            content = self._complete(messages, temperature, retry, rng)
             try:
                 spans, details = self._read(content, text)
             except AnnotationFailure as f:
@@ -243,7 +288,7 @@ class LLMAnnotator:
             if tagged is None:
                 raise AnnotationFailure("no_tagged_trace")
             return spans_from_tagged(tagged, text), {}
-        snippets = parse_snippets(content)
+        snippets = parse_snippets(content, self.cfg.prompt_style)
         if not snippets:
             raise AnnotationFailure("no_snippets")
         found = locate_snippets(snippets, text, self.cfg.match)
@@ -255,14 +300,14 @@ class LLMAnnotator:
                    "min_match_ratio": round(min(ratios), 4)}
         return tuple(found.spans), details
 
-    def _complete(self, prompt: str, temperature: float, retry: RetryPolicy, rng: random.Random) -> str:
+    def _complete(self, messages: list[dict[str, str]], temperature: float, retry: RetryPolicy, rng: random.Random) -> str:
         """One answer, retrying transport faults; raises AnnotationFailure("<kind>_exhausted" / "http_<status>"),
         or ``Cancelled`` as soon as the run is stopped."""
         for attempt in range(retry.max_retries + 1):
             if retry.cancel.is_set():
                 raise Cancelled
             try:
-                return self._request(prompt, temperature, retry)
+                return self._request(messages, temperature, retry)
             except _Transient as fault:
                 if attempt == retry.max_retries:
                     reason = fault.kind if fault.kind == "malformed_response" else f"{fault.kind}_exhausted"
@@ -272,14 +317,14 @@ class LLMAnnotator:
                 retry.pause(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _request(self, prompt: str, temperature: float, retry: RetryPolicy) -> str:
+    def _request(self, messages: list[dict[str, str]], temperature: float, retry: RetryPolicy) -> str:
         """The reply text within ``retry.timeout_s`` in total; raises _Transient for retryable faults (the deadline
         passing is "timeout"), AnnotationFailure for other HTTP errors, Cancelled when the run is stopped."""
         if not hasattr(self._client, "with_options"):  # an injected client without per-request HTTP clients
-            return self._call(self._client, prompt, temperature, retry.timeout_s)
+            return self._call(self._client, messages, temperature, retry.timeout_s)
         with DeadlineClient(retry.timeout_s, self._http_client) as deadline, retry.cancel.on_cancel(deadline.abort):
             try:
-                return self._call(self._client.with_options(http_client=deadline.http), prompt, temperature,
+                return self._call(self._client.with_options(http_client=deadline.http), messages, temperature,
                                   retry.timeout_s)
             except _Transient:
                 if retry.cancel.is_set():
@@ -292,10 +337,10 @@ class LLMAnnotator:
         """A fresh HTTP client for one request (its sockets are that request's alone)."""
         return openai.DefaultHttpxClient(verify=self._tls, **kwargs)
 
-    def _call(self, client: Any, prompt: str, temperature: float, timeout_s: float) -> str:
+    def _call(self, client: Any, messages: list[dict[str, str]], temperature: float, timeout_s: float) -> str:
         try:
             response = client.chat.completions.create(
-                model=self.cfg.model, messages=[{"role": "user", "content": prompt}], temperature=temperature,
+                model=self.cfg.model, messages=messages, temperature=temperature,
                 max_tokens=self.cfg.max_response_tokens, timeout=timeout_s)
             return reply_text(response)
         except openai.APITimeoutError:
