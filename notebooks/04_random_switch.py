@@ -139,7 +139,7 @@ extra = {"benchmark": P.benchmark, "n_problems": len(problems), "problem_ids": [
          "s_per_problem": s_per_problem.to_dict(),
          "realised_offload": dict(zip(summary["method"], summary["offload_token_fraction"]))}
 ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)
-runs.write_step_manifest(out, "04_random_switch", as_dict(P))
+runs.write_step_manifest(out, "04_random_switch", as_dict(P), {"prompt_style": style.describe()})
 print("wrote", out / "metrics.json")
 decoder.close()  # the stage's engines end with it: their memory (GPU memory on a GPU) is free again
 vllm_serve.stop_all(servers)  # and the big model's server, if this notebook started one

@@ -201,7 +201,7 @@ extra = {"claim": claim, "best_checkpoint": best_ckpt, "learned": learned, "matc
          "s_per_problem": s_per_problem.to_dict(), "random_provenance": ev.method_provenance(random_rows)}
 # this notebook's methods, each with its provenance (04's rows are in 04's metrics; what made them is repeated here)
 ev.write_metrics(rows, proto, out / "metrics.json", extra=extra)
-runs.write_step_manifest(out, "05_evaluate", as_dict(P))
+runs.write_step_manifest(out, "05_evaluate", as_dict(P), {"prompt_style": style.describe()})
 print("wrote", out / "metrics.json", "and", out / "results.md")
 decoder.close()  # the stage's engines end with it: their memory (GPU memory on a GPU) is free again
 vllm_serve.stop_all(servers)  # and the big model's server, if this notebook started one
