@@ -49,11 +49,21 @@ def in_run(run: str | Path, ref: str | None) -> str | None:
     return str(require(Path(run) / ref, made_by=RUN_FOLDERS[Path(ref).parts[0]]))
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; set back at once
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes its files owner-only)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -29,6 +29,17 @@ def test_atomic_write_text_creates_parents_writes_content_and_leaves_no_temp_fil
     assert leftovers(path.parent) == []
 
 
+def test_atomic_write_gives_the_file_the_mode_open_would(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        written = runs.atomic_write_text(tmp_path / "atomic.txt", "x")
+    finally:
+        os.umask(mask)
+    assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644  # readable by others, as open()
+
+
 def test_atomic_write_replaces_existing_content(tmp_path):
     path = tmp_path / "out.txt"
     runs.atomic_write_text(path, "old, longer content\n")
