@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from splitlib.paper_results import a6000_throughput
 from splitlib.registry import Registry, UnknownNameError
 from splitlib.runs import atomic_write_json
 
@@ -156,22 +157,15 @@ class HardwareProfile:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the paper's table (PAPER_FACTS §9): A6000, tokens/s, 1 GPU below 8B, 2 GPUs otherwise
-_PAPER_A6000 = {
-    "1.5B": (28868.4664, 141.0),
-    "7B": (7658.083194, 41.3),
-    "8B": (7456.973294, 40.3),
-    "14B": (3835.762802, 22.0),
-    "32B": (2594.868088, 16.0),
-    "70B": (2237.695188, 9.0),
-}
-
-
+# the paper's table (PAPER_FACTS §9): A6000, tokens/s, 1 GPU below 8B, 2 GPUs otherwise (splitlib/paper_data)
 def paper_a6000_profile() -> HardwareProfile:
-    """The throughput table the paper's latency simulator used, exactly."""
-    models = {key: ModelThroughput(p, d) for key, (p, d) in _PAPER_A6000.items()}
-    gpus = {key: 1 if key in ("1.5B", "7B") else 2 for key in _PAPER_A6000}
-    meta = {"gpus": gpus, "reference": "SplitReason (2025), Figure 5 simulator; PAPER_FACTS §9"}
+    """The throughput table the paper's latency simulator used, exactly (``paper_results.a6000_throughput``)."""
+    table = a6000_throughput()
+    models = {r.model: ModelThroughput(float(r.prefill_tok_per_s), float(r.decode_tok_per_s))
+              for r in table.itertuples()}
+    gpus = {r.model: int(r.gpus) for r in table.itertuples()}
+    meta = {"gpus": gpus, "reference": "SplitReason (2025), Figure 5 simulator; PAPER_FACTS §9",
+            "source": sorted(set(table["source"]))}
     return HardwareProfile("a6000-paper", "NVIDIA RTX A6000", models, "paper", meta)
 
 

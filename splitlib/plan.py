@@ -167,13 +167,25 @@ def stage_needs(params: dict[str, Any], run_dir: Path | None, cuda: bool) -> lis
     for name in ("04_random_switch", "05_evaluate"):
         if (e := params.get(name)) is not None:
             out.append(_eval_needs(name, e, run_dir, cuda, small_id))
-    if (f := params.get("06_figure5")) is not None:
+    if (f := params.get("06_figure5")) is not None and not _figures_from_paper(f.source, params, run_dir):
         s = StageNeeds("06_figure5", _engine_device(f.profile_kind, cuda))
         for role, ref in (("base", small_id), ("big", big_id)):
             s.models.append(_use(ref, role, f.profile_kind, f.backend_opts.get(role, {}), run_dir))
         s.notes.append("profiles both models and times 05's methods at batch 1")
         out.append(s)
+    elif f is not None:
+        note = "draws the paper's figures from its published numbers and the simulator (source: paper; no model)"
+        out.append(StageNeeds("06_figure5", "cpu", notes=[note]))
     return out
+
+
+def _figures_from_paper(source: str, params: dict[str, Any], run_dir: Path | None) -> bool:
+    """Whether notebook 06 will draw the paper's figures only: ``source: paper``, or ``auto`` when 05 neither ran
+    on this run nor is planned before it."""
+    if source != "auto":
+        return source == "paper"
+    ran = run_dir is not None and (run_dir / "05_evaluate" / "metrics.json").is_file()
+    return not ran and "05_evaluate" not in params
 
 
 def _engine_device(kind: str, cuda: bool) -> str:

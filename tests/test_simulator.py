@@ -232,7 +232,7 @@ def test_figure5_right_lines():
                               extra_curves={"measured": ([0.95], [5.0])})
     ax = fig.axes[0]
     assert len(ax.lines) == 2 + 1 + 3  # big models, the extra curve, three dashed offload markers
-    assert list(ax.lines[0].get_xdata()) == pytest.approx([1.0, 0.9, 0.7])
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([1.0, 0.9, 0.7])  # the paper's layout: y = small share
     assert plots.FIGURE5_OFFLOADS[-1] == 0.30 and len(plots.FIGURE5_OFFLOADS) == 31
 
 

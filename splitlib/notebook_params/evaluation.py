@@ -121,6 +121,9 @@ class Figure5Params(Common):
 
     NOTEBOOK: ClassVar[str] = "06_figure5"
 
+    # run: profile this run's models and check the simulator against 04/05 (needs them); paper: the paper's figures
+    # from its published numbers (CPU, seconds; 04/05's points drawn over them when present); auto: run if 05 ran
+    source: Literal["run", "paper", "auto"]
     paper_profile: str  # hardware profile of the paper's simulator (built-in name or JSON path)
     paper_small: str  # small model key in that profile
     paper_bigs: list[str]  # big model keys: one curve each
