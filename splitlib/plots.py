@@ -8,15 +8,23 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.transforms import offset_copy
 
-from splitlib.evaluate import accuracy_vs_offload
+from splitlib.evaluate import accuracy_vs_offload, dodge_offsets, method_styles
 from splitlib.hardware import HardwareProfile
+from splitlib.paper_results import constant
 from splitlib.simulator import TABLE_BIGS, sweep
 
-FIGURE5_OFFLOADS = tuple(np.round(np.arange(0, 31) / 100, 2))  # c = 0, 0.01, …, 0.30
-FIGURE5_MARKED_OFFLOADS = (0.014, 0.05, 0.10)  # dashed lines in the paper's Figure 5 (right)
+_STEP, _MAX = constant("figure5_offload_step"), constant("figure5_offload_max")
+FIGURE5_OFFLOADS = tuple(np.round(np.arange(round(_MAX / _STEP) + 1) * _STEP, 4))  # c = 0, 0.01, …, 0.30 (paper)
+FIGURE5_MARKED_OFFLOADS = tuple(constant("figure5_marked_offloads"))  # the paper's dashed lines, Figure 5 (right)
+_MARK_COLORS = ("#F7374F", "#88304E", "#522546")  # the dashed lines, smallest offload first (as printed)
+_SOURCE_COLORS = ("black", "tab:blue", "tab:green", "tab:purple")  # box outlines per source, Figure 5 (left)
 _STYLE = "whitegrid"
 
 
@@ -33,52 +41,77 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> Non
         raise ValueError(f"{what} needs columns {list(columns)}; missing {missing} (has {list(df.columns)})")
 
 
-def figure5_left(per_run: pd.DataFrame, ax: Axes | None = None, ylabel: str = "AIME24 accuracy per run") -> Figure:
-    """Box plot of per-run accuracy by offloading mode, sources ("paper", "this run") side by side (on ``ax`` if
-    given)."""
+def figure5_left(per_run: pd.DataFrame, ax: Axes | None = None, ylabel: str = "Accuracy (%)",
+                 tick_labels: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+    """Box plot of per-run accuracy (in %) by offloading mode, as the paper draws it: one box per mode in order of
+    first appearance, whiskers to the furthest run within 1.5 IQR, no outlier markers.
+
+    Several sources ("paper", "this run") sit side by side within a mode, one colour each, with a legend.
+    ``tick_labels`` renames modes on the x axis (e.g. the paper's "None\\n(0.0%)"). ``title`` defaults to the paper's
+    for one source. Drawn on ``ax`` if given."""
     _require_columns(per_run, ("mode", "accuracy", "source"), "figure5_left")
-    fig, ax = _new_axes((8, 4)) if ax is None else (ax.figure, ax)
-    modes = list(dict.fromkeys(per_run["mode"]))
-    sns.boxplot(data=per_run, x="mode", y="accuracy", hue="source", order=modes, ax=ax)
-    sns.stripplot(data=per_run, x="mode", y="accuracy", hue="source", order=modes, dodge=True, ax=ax,
-                  palette="dark:black", size=3, legend=False)
-    ax.set(xlabel="offloading mode", ylabel=ylabel)
-    ax.tick_params(axis="x", labelrotation=20)
+    fig, ax = _new_axes((7, 4.5)) if ax is None else (ax.figure, ax)
+    modes, sources = list(dict.fromkeys(per_run["mode"])), list(dict.fromkeys(per_run["source"]))
+    width = 0.6 / len(sources)
+    for j, source in enumerate(sources):
+        part = per_run[per_run["source"] == source]
+        present = [i for i, m in enumerate(modes) if (part["mode"] == m).any()]
+        color = _SOURCE_COLORS[j % len(_SOURCE_COLORS)]
+        ax.boxplot([100 * part.loc[part["mode"] == modes[i], "accuracy"].to_numpy(dtype=float) for i in present],
+                   positions=[i + (j - (len(sources) - 1) / 2) * width for i in present], widths=0.9 * width,
+                   showfliers=False, manage_ticks=False, boxprops={"linewidth": 1.5, "color": color},
+                   whiskerprops={"color": color}, capprops={"color": color},
+                   medianprops={"linewidth": 2, "color": "tab:orange"})
+    names = [(tick_labels or {}).get(m, m) for m in modes]
+    longest = max(len(line) for name in names for line in name.splitlines())
+    ax.set_xticks(range(len(modes)), names, rotation=20 if longest > 14 else 0)
+    if len(sources) > 1:
+        ax.legend([Line2D([], [], color=_SOURCE_COLORS[j % len(_SOURCE_COLORS)], linewidth=1.5)
+                   for j in range(len(sources))], sources, fontsize="small")
+    title = title or ("AIME24 accuracy" if len(sources) == 1 else "accuracy per run, by source")
+    ax.set(xlabel="Offloading mode", ylabel=ylabel, title=title, xlim=(-0.6, len(modes) - 0.4))
+    ax.grid(False)
     return fig
 
 
 def figure5_right(profile: HardwareProfile | str, small: str = "1.5B", bigs: Sequence[str] = TABLE_BIGS,
                   offloads: Sequence[float] = FIGURE5_OFFLOADS, mode: str = "paper",
                   extra_curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-                  ax: Axes | None = None) -> Figure:
-    """Fraction generated by the small model (1 − offload) against simulated speed-up, one line per big model.
+                  ax: Axes | None = None, marked_offloads: Sequence[float] = FIGURE5_MARKED_OFFLOADS) -> Figure:
+    """Simulated speed-up over each big model alone (x) against the fraction of the generation written by the small
+    model (1 − offload, y), one line per big model ("SplitReasoner <big>"), as the paper draws it: dashed horizontal
+    lines at ``marked_offloads``, labelled at the right edge.
 
     ``extra_curves`` maps a label to (small-model fractions, speed-ups), e.g. measured points, drawn with markers.
     Drawn on ``ax`` if given.
     """
     df = sweep(offloads, profile, small, bigs, mode)
-    fig, ax = _new_axes((6, 4)) if ax is None else (ax.figure, ax)
-    for big, rows in df.groupby("big", sort=False):
-        ax.plot(1 - rows["offload"], rows["speedup"], label=f"{small} + {big}")
-    for label, (x, y) in (extra_curves or {}).items():
-        ax.plot(x, y, marker="o", linestyle=":", label=label)
-    for c in FIGURE5_MARKED_OFFLOADS:
-        ax.axvline(1 - c, color="grey", linestyle="--", linewidth=1)
-    ax.set(xlabel=f"fraction generated by {small}", ylabel="speed-up over the big model alone",
-           title=f"simulated speed-up ({mode} mode)")
-    ax.legend(fontsize="small")
+    fig, ax = _new_axes((6.5, 4.5)) if ax is None else (ax.figure, ax)
+    colors = colormaps["CMRmap"](np.linspace(0, 1, max(len(bigs), int(1.5 * len(bigs)))))
+    for color, (big, rows) in zip(colors, df.groupby("big", sort=False)):
+        ax.plot(rows["speedup"], 1 - rows["offload"], label=f"SplitReasoner {big}", color=color, linewidth=2.5)
+    for label, (fraction, speedup) in (extra_curves or {}).items():
+        ax.plot(speedup, fraction, marker="o", linestyle=":", label=label)
+    for c, color in zip(sorted(marked_offloads), _MARK_COLORS):
+        ax.axhline(1 - c, color=color, linestyle="--", linewidth=1.5)
+        ax.annotate(f"{100 * c:g}% offload", xy=(1, 1 - c), xycoords=("axes fraction", "data"), xytext=(-6, -4),
+                    textcoords="offset points", ha="right", va="top", fontweight="bold", fontsize="small", color=color)
+    ax.set(xlabel=f"Speed-up over the big model ({mode} simulator)", ylabel=f"Fraction generated by {small}",
+           title="Two-model pipelined inference, simulated")
+    ax.legend(loc="lower right", fontsize="small")
     return fig
 
 
 def figure5(per_run: pd.DataFrame, profile: HardwareProfile | str, small: str = "1.5B",
             bigs: Sequence[str] = TABLE_BIGS, mode: str = "paper",
             extra_curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-            ylabel: str = "AIME24 accuracy per run") -> Figure:
-    """Both panels of Figure 5 side by side: accuracy per offloading mode (left), simulated speed-up (right)."""
+            ylabel: str = "Accuracy (%)", tick_labels: Mapping[str, str] | None = None) -> Figure:
+    """Both panels of Figure 5 side by side, in the paper's layout: accuracy per offloading mode (left), simulated
+    speed-up against the small model's share of the generation (right)."""
     with sns.axes_style(_STYLE):
-        fig = Figure(figsize=(16, 5.5), layout="constrained")
-        left, right = fig.subplots(1, 2, width_ratios=[1.4, 1])
-    figure5_left(per_run, ax=left, ylabel=ylabel)
+        fig = Figure(figsize=(14, 5), layout="constrained")
+        left, right = fig.subplots(1, 2)
+    figure5_left(per_run, ax=left, ylabel=ylabel, tick_labels=tick_labels)
     figure5_right(profile, small, bigs, mode=mode, extra_curves=extra_curves, ax=right)
     return fig
 
@@ -110,11 +143,88 @@ def sim_vs_measured(df: pd.DataFrame, hue: str | None = None) -> Figure:
 
 def accuracy_vs_offload_at(table: pd.DataFrame, target: float, offload: str = "offload_token_fraction") -> Figure:
     """``evaluate.accuracy_vs_offload`` of every method, larger, with a dotted line at the ``target`` offload (the
-    learned method's) and a compact legend: the results figure of notebook 05."""
+    learned method's), in the legend beside the axes: the results figure of notebook 05."""
     fig = accuracy_vs_offload(table, offload=offload)
-    fig.set_size_inches(8, 5)
+    fig.set_size_inches(9, 5)
     ax = fig.axes[0]
-    ax.axvline(100 * target, color="0.7", linestyle=":", linewidth=1)
-    ax.set_title("accuracy vs offload (grey lines: sweeps; dotted: the learned method's offload)")
-    ax.legend(fontsize="x-small", ncol=2)
+    legend_title = ax.get_legend().get_title().get_text()
+    ax.axvline(100 * target, color="0.5", linestyle=":", linewidth=1.2, zorder=0, label="the learned method's offload")
+    ax.set_title("accuracy vs offload (dotted: the learned method's offload)")
+    ax.legend(fontsize="small", title=legend_title, title_fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return fig
+
+
+_FILLS = ("none", "full", "left", "bottom")  # one fill style per kind of speed-up
+
+
+def accuracy_vs_speedup(table: pd.DataFrame, speedups: Mapping[str, Mapping[str, float] | pd.Series],
+                        baseline: str = "big only") -> Figure:
+    """Accuracy (with CI bars) against speed-up over ``baseline``, per method and kind of speed-up.
+
+    ``table``: ``evaluate.aggregate``'s frame (method, accuracy, ci_low, ci_high, sweep); ``speedups``: kind (say
+    "simulated (serial)", "measured (batch 1)") → {method: speed-up}, e.g. ``evaluate.speedup_over``. Colour and
+    marker per method as in ``accuracy_vs_offload``, fill per kind (the first hollow); one method's kinds joined
+    by a thin line, a sweep's points of the first kind by a line of its colour. Methods without a speed-up are left
+    out; log x axis, a dashed line at 1 (as fast as the baseline).
+    """
+    _require_columns(table, ("method", "accuracy", "ci_low", "ci_high"), "accuracy_vs_speedup")
+    if not speedups or len(speedups) > len(_FILLS):
+        raise ValueError(f"speedups: expected 1–{len(_FILLS)} kinds, got {list(speedups)}")
+    fig, ax = _new_axes((9, 5))
+    styles = method_styles(table)
+    points = pd.DataFrame([{**rec, "kind": kind, "speedup": float(by[rec["method"]])}
+                           for kind, by in speedups.items() for rec in table.to_dict("records")
+                           if rec["method"] in by and np.isfinite(by[rec["method"]]) and by[rec["method"]] > 0])
+    if points.empty:
+        raise ValueError(f"no method of the table {list(table['method'])} has a speed-up in {list(speedups)}")
+    first = points[points["kind"] == next(iter(speedups))]
+    for name, part in first.dropna(subset=["sweep"]).groupby("sweep", sort=False) if "sweep" in first else ():
+        part = part.sort_values("speedup")
+        ax.plot(part["speedup"], 100 * part["accuracy"], color=styles[part["method"].iat[0]]["color"], alpha=0.6,
+                linewidth=1.2, zorder=1, label=f"{name} sweep")
+    for method, part in points.groupby("method", sort=False):
+        if len(part) > 1:
+            ax.plot(part["speedup"], 100 * part["accuracy"], color=styles[method]["color"], linewidth=0.8,
+                    linestyle=":", zorder=1)
+    _speedup_points(ax, points, styles, dict(zip(speedups, _FILLS)))
+    ax.axvline(1, color="0.5", linestyle="--", linewidth=1, zorder=0)
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xticks([t for t in (0.1, 0.2, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 50, 100) if lo <= t <= hi], minor=False)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel=f"speed-up over {baseline} (log scale)", ylabel="accuracy (%)",
+           title="accuracy against speed-up per method")
+    _speedup_legend(ax, styles, points, dict(zip(speedups, _FILLS)))
+    return fig
+
+
+def _speedup_points(ax: Axes, points: pd.DataFrame, styles: Mapping[str, Mapping], fills: Mapping[str, str]) -> None:
+    """One marker (CI bars) per row of ``points``; coinciding ones side by side (``evaluate.dodge_offsets``)."""
+    shifts = dodge_offsets(np.log(points["speedup"]), points["accuracy"])
+    for rec, shift in zip(points.to_dict("records"), shifts):
+        y, style = 100 * rec["accuracy"], styles[rec["method"]]
+        yerr = None if np.isnan(rec["ci_low"]) else [[max(y - 100 * rec["ci_low"], 0)], [max(100 * rec["ci_high"] - y, 0)]]
+        ax.errorbar([rec["speedup"]], [y], yerr=yerr, linestyle="none", capsize=3, color=style["color"],
+                    marker=style["marker"], markersize=8, fillstyle=fills[rec["kind"]], markerfacecoloralt="white",
+                    markeredgecolor=style["color"], zorder=2,
+                    transform=offset_copy(ax.transData, fig=ax.figure, x=shift, units="points"))
+    ax.update_datalim([(s, 100 * v) for s, *vs in points[["speedup", "accuracy", "ci_low", "ci_high"]].to_numpy()
+                       for v in vs if not np.isnan(v)])  # artists drawn with an offset don't count towards limits
+    ax.autoscale_view()
+
+
+def _speedup_legend(ax: Axes, styles: Mapping[str, Mapping], points: pd.DataFrame, fills: Mapping[str, str]) -> None:
+    """Legend outside the axes: sweeps, methods (colour and marker), then kinds (fill)."""
+    handles, labels = ax.get_legend_handles_labels()
+    methods = list(dict.fromkeys(points["method"]))
+    for method in sorted(methods, key=lambda m: (styles[m]["family"] != m, methods.index(m))):  # sweeps last
+        s = styles[method]
+        handles.append(Line2D([], [], color=s["color"], marker=s["marker"], linestyle="none", markersize=7))
+        labels.append(method)
+    for kind, fill in fills.items():
+        handles.append(Line2D([], [], color="black", marker="o", linestyle="none", fillstyle=fill,
+                              markerfacecoloralt="white", markersize=7))
+        labels.append(kind)
+    ax.legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)

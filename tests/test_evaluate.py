@@ -368,7 +368,7 @@ def test_presentation_helpers_return_a_styler_and_a_figure():
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert len(ax.lines) >= 1 + 4  # the sweep's connecting line, one marker per method
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["small", "big", "b5", "b10"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["budget sweep", "small", "big", "b5", "b10"]
 
 
 # -- warnings on resume ----------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_figure5_draws_both_panels_on_one_figure():
     left, right = fig.axes
     assert left.get_ylabel() == "acc"
     labels = [t.get_text() for t in right.get_legend().get_texts()]
-    assert labels[-1] == "toy" and "1.5B + 32B" in labels
+    assert labels[-1] == "toy" and "SplitReasoner 32B" in labels
 
 
 def test_mean_profile_averages_time_per_token_pointwise():
@@ -96,7 +96,8 @@ def test_accuracy_vs_offload_at_marks_the_target_offload():
          "sweep": None}])
     fig = plots.accuracy_vs_offload_at(table, 0.12)
     (ax,) = fig.axes
-    assert tuple(fig.get_size_inches()) == (8, 5) and "dotted" in ax.get_title()
+    assert tuple(fig.get_size_inches()) == (9, 5) and "dotted" in ax.get_title()
     dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert len(dotted) == 1 and list(dotted[0].get_xdata()) == [12.0, 12.0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["small only", "learned"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["the learned method's offload", "small only",
+                                                                   "learned"]

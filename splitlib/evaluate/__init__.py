@@ -22,7 +22,14 @@ from splitlib.evaluate.inputs import load_problems, open_decoder, resolve_model_
 from splitlib.evaluate.methods import KEY, Method, methods_from_rows, methods_table
 from splitlib.evaluate.protocols import PROTOCOLS, EvalProtocol, make_protocol
 from splitlib.evaluate.records import method_provenance, read_samples, stale_path
-from splitlib.evaluate.report import accuracy_vs_offload, claim_markdown, results_markdown, results_table
+from splitlib.evaluate.report import (
+    accuracy_vs_offload,
+    claim_markdown,
+    dodge_offsets,
+    method_styles,
+    results_markdown,
+    results_table,
+)
 from splitlib.evaluate.runner import evaluate, regrade, score_sample
 from splitlib.evaluate.stats import (
     aggregate,
@@ -33,6 +40,7 @@ from splitlib.evaluate.stats import (
     per_problem_accuracy,
     per_run_accuracy,
     run_accuracies,
+    speedup_over,
     t_quantile,
     time_per_problem,
     write_metrics,
@@ -49,6 +57,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "claim",
     "claim_markdown",
+    "dodge_offsets",
     "evaluate",
     "gap_recovered",
     "gap_recovered_ci",
@@ -57,6 +66,7 @@ __all__ = [
     "match_random",
     "median_wall_rows",
     "method_provenance",
+    "method_styles",
     "methods_from_rows",
     "methods_table",
     "open_decoder",
@@ -71,6 +81,7 @@ __all__ = [
     "results_table",
     "run_accuracies",
     "score_sample",
+    "speedup_over",
     "stale_path",
     "t_quantile",
     "time_per_problem",

@@ -208,3 +208,20 @@ def time_per_problem(rows: Sequence[dict]) -> pd.Series:
     """Measured seconds per problem by method: each batch's wall time over its size (throughput, not latency)."""
     df = pd.DataFrame([{"method": r["method"], "s": r["batch_wall_s"] / r["batch_size"]} for r in rows])
     return df.groupby("method", sort=False)["s"].mean()
+
+
+def speedup_over(times: pd.DataFrame, baseline: str, column: str = "wall_s") -> pd.Series:
+    """Per method (in order of appearance): the ``baseline`` method's mean ``column`` seconds over the method's, on
+    the (problem, sample) keys both have (NaN where they share none). ``times``: one row per method, problem and
+    sample, e.g. measured ``wall_s`` or ``simulator.simulate_rows``' ``sim_s``."""
+    missing = [c for c in ("method", "problem_id", "sample", column) if c not in times.columns]
+    if missing:
+        raise ValueError(f"speedup_over needs columns method, problem_id, sample, {column}; missing {missing}")
+    s = times.pivot_table(index=["problem_id", "sample"], columns="method", values=column, aggfunc="mean")
+    if baseline not in s.columns:
+        raise ValueError(f"no {column} for the baseline {baseline!r}; methods with times: {list(s.columns)}")
+    out = {}
+    for method in dict.fromkeys(times["method"]):
+        both = s[[baseline, method]].dropna().to_numpy()
+        out[method] = float(both[:, 0].mean() / both[:, 1].mean()) if len(both) else math.nan
+    return pd.Series(out, name=f"speed-up over {baseline} ({column})", dtype=float)

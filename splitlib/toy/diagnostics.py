@@ -4,7 +4,8 @@
 - per-step accuracy, teacher-forced: a step counts as right when every one of its tokens is the model's
   greedy prediction given the gold prefix; split by easy vs hard steps;
 - where the first wrong step of a free generation falls (easy or hard);
-- decode tokens/s at batch 1 with a KV cache (the models timed in alternating rounds).
+- decode tokens/s at batch 1 with a KV cache (the models timed in alternating rounds);
+- ``gap_figure``: the three as bar panels.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from splitlib.progressbar import progress_bar
 from splitlib.toy.world import Problem, step_spans
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -40,7 +45,7 @@ def greedy_generations(model: PreTrainedModel, tok: PreTrainedTokenizerBase, pro
     side, tok.padding_side = tok.padding_side, "left"
     out: list[str] = []
     try:
-        for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+        for i in progress_bar(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
             enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode():
                 ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
@@ -66,7 +71,7 @@ def step_accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, problems
     """Teacher-forced accuracy of easy and hard steps (a step is right when all its tokens are)."""
     right = {"easy": 0, "hard": 0}
     total = {"easy": 0, "hard": 0}
-    for problem, prompt in tqdm(list(zip(problems, prompts)), desc="step accuracy", disable=not progress):
+    for problem, prompt in progress_bar(list(zip(problems, prompts)), desc="step accuracy", disable=not progress):
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         enc = tok(problem.trace, add_special_tokens=False, return_offsets_mapping=True)
         ids = torch.tensor([p_ids + enc["input_ids"]])
@@ -131,3 +136,29 @@ def measure_gap(models: dict, tok: PreTrainedTokenizerBase, problems: list[Probl
     for row in rows:
         row |= speeds[row["model"]]
     return rows, checks
+
+
+def gap_figure(gap: pd.DataFrame) -> Figure:
+    """``measure_gap``'s rows (indexed by model) as three bar panels: final-answer accuracy, teacher-forced step
+    accuracy on easy vs hard steps, decode ms per token at batch 1; every bar labelled, legends beside the bars.
+    Built without pyplot."""
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    acc, steps, speed = fig.subplots(1, 3)
+    models = list(gap.index)
+    x = np.arange(len(models))
+    acc.bar_label(acc.bar(x, gap["accuracy"], color="tab:blue"), fmt="{:.0%}", padding=2)
+    for i, (column, label) in enumerate((("easy_step_accuracy", "easy steps"), ("hard_step_accuracy", "hard steps"))):
+        bars = steps.bar(x + (i - 0.5) * 0.4, gap[column], width=0.4, label=label, color=("tab:green", "tab:red")[i])
+        steps.bar_label(bars, fmt="{:.0%}", padding=2, fontsize="small")
+    steps.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    speed.bar_label(speed.bar(x, 1e3 * gap["decode_s_per_token"], color="tab:purple"), fmt="{:.2f}", padding=2)
+    for ax, ylabel, title in ((acc, "accuracy", "final-answer accuracy (greedy)"),
+                              (steps, "steps right", "step accuracy (teacher-forced)"),
+                              (speed, "ms per token", "decode time per token (batch 1)")):
+        ax.set_xticks(x, models)
+        ax.set(xlabel="model", ylabel=ylabel, title=title)
+        ax.margins(y=0.15)
+    for ax in (acc, steps):
+        ax.set_ylim(0, 1.15)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    return fig
