@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from splitlib import prompts, runlock, runs
+from splitlib import progressbar, prompts, runrecord, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 
@@ -49,33 +49,35 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
-run_name = "toy"  # outputs/<run_name>/
-outputs_root = "outputs"
-seed = 0  # every random choice derives from it
-progress = True  # progress bars
-world = "toy"  # toy: build data + models here; paper: record hub ids and check they load; rehearsal: build hub-format stand-ins first
-n_train = 2000  # training problems (annotation, SFT, GRPO)
-n_test = 400  # held-out problems (evaluation)
-n_steps = 10  # reasoning steps per toy trace
-coded_steps = [2, 4, 6, 8]  # 0-based steps after which the value becomes the next bonus digit (hard steps)
-vocab_size = 384  # BPE vocabulary before the control tokens
-small = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 256,
-         "pretrain_steps": 500, "lr": 0.005, "batch_size": 32,
-         "sliding_window": 80}  # 1 layer; its window never reaches the bonus list
-big = {"hidden_size": 96, "num_hidden_layers": 8, "num_attention_heads": 3, "intermediate_size": 384,
-       "pretrain_steps": 600, "lr": 0.005, "batch_size": 32, "sliding_window": None}  # 8 layers, full attention; 600 steps: at 400 it missed the hard steps on some CPUs
-pretrain_threads = 2  # CPU threads while pretraining (0: the process's setting); the timings below run as set
-eval_problems = 300  # held-out problems for the measurements below
-eval_batch_size = 100  # batch size of greedy generation
-speed_tokens = 256  # tokens decoded at batch 1 to time each model
-speed_rounds = 7  # timing rounds, the models alternating (each model's speed is its median)
-small_model_id = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"  # paper and rehearsal worlds: hub id, directory or hub/models/<name>
-big_model_id = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"  # paper and rehearsal worlds
+profile: str = "toy"  # parameter set: smoke | toy | paper | rehearsal
+run_name: str = "lab"  # outputs/<run_name>/; "lab": a scratch run (params/<profile>/ name the profile's run)
+outputs_root: str = "outputs"  # root of all runs (relative: from the repository)
+seed: int = 0  # every random choice derives from it
+progress: bool = True  # progress bars
+overwrite: bool = False  # True: write into a run made with other parameters (it refuses otherwise: splitlib.runrecord)
+world: str = "toy"  # toy: build data + models here; paper: record hub ids and check they load; rehearsal: build hub-format stand-ins first
+n_train: int = 2000  # training problems (annotation, SFT, GRPO)
+n_test: int = 400  # held-out problems (evaluation)
+n_steps: int = 10  # reasoning steps per toy trace
+coded_steps: list[int] = [2, 4, 6, 8]  # 0-based steps after which the value becomes the next bonus digit (hard steps)
+vocab_size: int = 384  # BPE vocabulary before the control tokens
+small: dict = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 256,
+               "pretrain_steps": 500, "lr": 0.005, "batch_size": 32,
+               "sliding_window": 80}  # 1 layer; its window never reaches the bonus list
+big: dict = {"hidden_size": 96, "num_hidden_layers": 8, "num_attention_heads": 3, "intermediate_size": 384,
+             "pretrain_steps": 600, "lr": 0.005, "batch_size": 32, "sliding_window": None}  # 8 layers, full attention; 600 steps: at 400 it missed the hard steps on some CPUs
+pretrain_threads: int = 2  # CPU threads while pretraining (0: the process's setting); the timings below run as set
+eval_problems: int = 300  # held-out problems for the measurements below
+eval_batch_size: int = 100  # batch size of greedy generation
+speed_tokens: int = 256  # tokens decoded at batch 1 to time each model
+speed_rounds: int = 7  # timing rounds, the models alternating (each model's speed is its median)
+small_model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"  # paper and rehearsal worlds: hub id, directory or hub/models/<name>
+big_model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"  # paper and rehearsal worlds
 
 # %%
 P = load_from_notebook("00_models", globals(), _names_before)
-run = runlock.open_run(P.outputs_root, P.run_name, "00_models")  # one writer per run directory
+run = runrecord.open_run(P, "00_models")  # one writer per run; refuses a run made with other parameters
+progressbar.setup(P.progress)  # JupyterLab: widget bars; papermill: a few log lines
 out = run / "00_models"
 torch.manual_seed(P.seed)
 P
@@ -147,7 +149,7 @@ if P.world == "toy":
 # timed in alternating rounds, so that a slow spell of the machine hits both alike).
 
 # %%
-from splitlib.toy.diagnostics import measure_gap
+from splitlib.toy.diagnostics import gap_figure, measure_gap
 
 if P.world == "toy":
     problems = test[: P.eval_problems]
@@ -161,14 +163,9 @@ if P.world == "toy":
 
 # %%
 if P.world == "toy":
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    gap[["accuracy"]].plot.bar(ax=axes[0], legend=False, title="final-answer accuracy", ylim=(0, 1))
-    gap[["easy_step_accuracy", "hard_step_accuracy"]].plot.bar(ax=axes[1], title="step accuracy (teacher-forced)", ylim=(0, 1))
-    gap[["decode_s_per_token"]].mul(1e3).plot.bar(ax=axes[2], legend=False, title="decode ms / token (batch 1)")
-    for ax in axes:
-        ax.tick_params(axis="x", rotation=0)
-    fig.tight_layout()
+    fig = gap_figure(gap)
     fig.savefig(out / "gap.png", dpi=120, bbox_inches="tight")
+    display(fig)
     where = pd.Series([c.first_error_step for c in checks["small"] if c.first_error_step is not None]).value_counts().sort_index()
     print("small model: index of the first wrong step (steps = lines, with each bonus clause its own step)")
     print(where.to_string())

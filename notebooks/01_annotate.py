@@ -42,13 +42,13 @@
 # %%
 import logging
 import time
+from typing import Optional
 
 from IPython.display import HTML, Image, display
 import pandas as pd
 from transformers import AutoTokenizer
 
-from splitlib import annotate, data, runlock, runs
-from splitlib import serve as vllm_serve  # (the parameter `serve` holds the server settings)
+from splitlib import annotate, data, progressbar, runrecord, runs, serve as vllm_serve  # `serve`: a parameter
 from splitlib.annotate.run import write_stats
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -57,34 +57,36 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
-run_name = "toy"  # outputs/<run_name>/
-outputs_root = "outputs"
-seed = 0  # every random choice derives from it
-progress = True  # progress bars
-dataset = "toy"  # toy: outputs/<run>/data/train.jsonl (00); openr1: OpenR1-Math-220k
-openr1 = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
-          "min_chars": 1024}  # dataset: openr1 only
-n_traces = None  # first n traces; null = all
-annotator = "surprisal"  # surprisal | llm | oracle
-annotator_params = {"steps": "toy", "aggregate": "mean", "unit": "chars", "batch_size": 64,
-                    "max_batch_tokens": 16384}  # passed to splitlib.annotate.get_annotator (llm: model = served name)
-target_fraction = 0.2  # share of each trace to mark (paper 0.2); toy: hard steps are 18-22 % of characters
-small_model = None  # surprisal model + tokenizer for token fractions; null = outputs/<run>/models/small
-api_key_env = None  # llm: NAME of the environment variable with the API key (never the key itself)
-concurrency = 8  # llm: requests in flight
-request_timeout_s = 300.0  # llm: deadline per request (connecting, waiting, reading the whole reply)
-max_retries = 5  # llm: retries on 429/5xx/timeouts, exponential backoff
-max_failure_fraction = 0.2  # abort when more than this share of traces fails
-retry_failures = False  # attempt again the traces that failed in an earlier run (after fixing the cause)
-sft_source = "annotator"  # what annotated.jsonl (SFT's input) holds: annotator | oracle (toy only)
-n_render = 4  # annotated traces shown with their spans highlighted
-position_bins = 200  # bins of the position profile (paper Fig. 7)
-serve = {}  # {} or {annotator: vllm serve settings (splitlib.serve.ServerSpec)}: a server started here for the llm annotator
+profile: str = "toy"  # parameter set: smoke | toy | paper | rehearsal
+run_name: str = "lab"  # outputs/<run_name>/; "lab": a scratch run (params/<profile>/ name the profile's run)
+outputs_root: str = "outputs"  # root of all runs (relative: from the repository)
+seed: int = 0  # every random choice derives from it
+progress: bool = True  # progress bars
+overwrite: bool = False  # True: write into a run made with other parameters (it refuses otherwise: splitlib.runrecord)
+dataset: str = "toy"  # toy: outputs/<run>/data/train.jsonl (00); openr1: OpenR1-Math-220k
+openr1: dict = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
+                "min_chars": 1024}  # dataset: openr1 only
+n_traces: Optional[int] = None  # first n traces; null: all
+annotator: str = "surprisal"  # surprisal | llm | oracle
+annotator_params: dict = {"steps": "toy", "aggregate": "mean", "unit": "chars", "batch_size": 64,
+                          "max_batch_tokens": 16384}  # passed to splitlib.annotate.get_annotator (llm: model is the served name)
+target_fraction: float = 0.2  # share of each trace to mark (paper 0.2); toy: hard steps are 18-22 % of characters
+small_model: Optional[str] = None  # surprisal model + tokenizer for token fractions; null: outputs/<run>/models/small
+api_key_env: Optional[str] = None  # llm: NAME of the environment variable with the API key (never the key itself)
+concurrency: int = 8  # llm: requests in flight
+request_timeout_s: float = 300.0  # llm: deadline per request (connecting, waiting, reading the whole reply)
+max_retries: int = 5  # llm: retries on 429/5xx/timeouts, exponential backoff
+max_failure_fraction: float = 0.2  # abort when more than this share of traces fails
+retry_failures: bool = False  # attempt again the traces that failed in an earlier run (after fixing the cause)
+sft_source: str = "annotator"  # what annotated.jsonl (SFT's input) holds: annotator | oracle (toy only)
+n_render: int = 4  # annotated traces shown with their spans highlighted
+position_bins: int = 200  # bins of the position profile (paper Fig. 7)
+serve: dict = {}  # {} or {annotator: vllm serve settings (splitlib.serve.ServerSpec)}: a server started here for the llm annotator
 
 # %%
 P = load_from_notebook("01_annotate", globals(), _names_before)
-run = runlock.open_run(P.outputs_root, P.run_name, "01_annotate")  # one writer per run directory
+run = runrecord.open_run(P, "01_annotate")  # one writer per run; refuses a run made with other parameters
+progressbar.setup(P.progress)  # JupyterLab: widget bars; papermill: a few log lines
 out = run / "01_annotate"
 if P.dataset == "toy":
     runs.require(run / "data" / "train.jsonl", made_by="notebooks/00_models.ipynb")
@@ -173,7 +175,8 @@ print(f"{stats['n_annotated']} annotated, {stats['n_failed']} failed ({stats['fa
 
 # %%
 fractions = annotate.offload_fractions(rows, tokenizer)
-fig = annotate.offload_fraction_histogram(fractions, target=P.target_fraction)
+fig = annotate.offload_fraction_histogram(fractions, target=None if P.annotator == "oracle" else P.target_fraction,
+                                         target_unit=P.annotator_params.get("unit", "chars"))  # what the target counts
 show(fig, "offload_fractions.png")
 
 # %% [markdown]

@@ -50,56 +50,59 @@
 # %%
 import logging
 from functools import partial
+from typing import Optional
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from splitlib import data, prompts, runlock, runs
+from splitlib import data, progressbar, prompts, runrecord, runs
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
-from splitlib.training import launch, report
+from splitlib.training import figures, launch, report
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
-run_name = "toy"  # outputs/<run_name>/
-outputs_root = "outputs"
-seed = 0  # every random choice derives from it
-progress = True  # progress bars
-modes = ["offload", "paper"]  # paper: small model alone samples | offload: rollouts really offload to the big model
-big_model = None  # offload mode: null = outputs/<run>/models/big (00); else a hub id or local directory
-dataset = "toy"  # toy: outputs/<run>/data/train.jsonl | openr1: OpenR1-Math-220k questions | specr: the authors' GRPO subset
-openr1 = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
-          "min_chars": 1024}  # dataset: openr1 only
-specr = {"source": "akhauriyash/OpenR1_Math_SpecR_GRPO", "config": None}  # dataset: specr only
-gold = "answer"  # the accuracy reward's gold: answer | solution (the worked solution, parsed as the authors did)
-n_prompts = None  # first n training problems; null = all
-preset = "toy"  # splitlib.training.configs.GRPO_PRESETS: paper | toy | smoke (the fields below override it)
-device = "auto"  # auto | cpu | cuda
-prompt_style = "project"  # splitlib.prompts: authors (the recipe's system prompt + problem, ends <｜Assistant｜>) | project (problem, hint, instruction; <think> opened)
-rewards = ["rl4e", "paper_fixed_format", "paper_accuracy", "tagged_char_fraction"]  # splitlib.rewards names
-reward_weights = [1.0, 0.25, 0.0, 0.0]  # one per reward; 0 = logged only
-max_steps = 16  # optimizer steps per mode
-num_generations = 8  # completions per prompt
-per_device_train_batch_size = 8  # completions per device per micro-step: 1 prompt x 8
-global_batch_size = None  # completions per optimiser step (null: the preset's; paper 112 = 8 prompts x 14)
-learning_rate = 0.0001  # peak LR, cosine to 0.1x
-temperature = 1.0  # rollout sampling temperature (paper 0.7; toy: at 0.7 all rollouts agree)
-max_completion_length = 160  # tokens per completion (toy traces: 121 with tags)
-beta = 0.04  # KL coefficient (paper 0.04)
-logging_steps = 1  # log every step
-grpo_overrides = {}  # any other trl.GRPOConfig field
-rollout = {"policy_params": {}, "big_chunk_tokens": 8, "max_offload_tokens": 64, "takeback": "greedy",
-           "takeback_threshold": 0.5, "big_backend": "hf", "big_backend_options": {},
-           "policy_engine": "hf"}  # offload mode: the decoder (policy_engine vllm: the batch decodes together)
-serve = {}  # {} or {big: vllm serve settings, model = big_model}: offload rollouts reach the big model there (big_backend: openai)
+profile: str = "toy"  # parameter set: smoke | toy | paper | rehearsal
+run_name: str = "lab"  # outputs/<run_name>/; "lab": a scratch run (params/<profile>/ name the profile's run)
+outputs_root: str = "outputs"  # root of all runs (relative: from the repository)
+seed: int = 0  # every random choice derives from it
+progress: bool = True  # progress bars
+overwrite: bool = False  # True: write into a run made with other parameters (it refuses otherwise: splitlib.runrecord)
+modes: list[str] = ["offload", "paper"]  # paper: small model alone samples | offload: rollouts really offload to the big model
+big_model: Optional[str] = None  # offload mode; null: outputs/<run>/models/big (00); else a hub id or local directory
+dataset: str = "toy"  # toy: outputs/<run>/data/train.jsonl | openr1: OpenR1-Math-220k questions | specr: the authors' GRPO subset
+openr1: dict = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
+                "min_chars": 1024}  # dataset: openr1 only
+specr: dict = {"source": "akhauriyash/OpenR1_Math_SpecR_GRPO", "config": None}  # dataset: specr only
+gold: str = "answer"  # the accuracy reward's gold: answer | solution (the worked solution, parsed as the authors did)
+n_prompts: Optional[int] = None  # first n training problems; null: all
+preset: str = "toy"  # splitlib.training.configs.GRPO_PRESETS: paper | toy | smoke (the fields below override it)
+device: str = "auto"  # auto | cpu | cuda
+prompt_style: str = "project"  # splitlib.prompts: authors (the recipe's system prompt + problem, ends <｜Assistant｜>) | project (problem, hint, instruction; <think> opened)
+rewards: list[str] = ["rl4e", "paper_fixed_format", "paper_accuracy", "tagged_char_fraction"]  # splitlib.rewards names
+reward_weights: list[float] = [1.0, 0.25, 0.0, 0.0]  # one per reward; weight 0: logged only
+max_steps: Optional[int] = 16  # optimizer steps per mode
+num_generations: Optional[int] = 8  # completions per prompt
+per_device_train_batch_size: Optional[int] = 8  # completions per device per micro-step: 1 prompt x 8
+global_batch_size: Optional[int] = None  # completions per optimiser step (null: the preset's; paper 112: 8 prompts x 14)
+learning_rate: Optional[float] = 0.0001  # peak LR, cosine to 0.1x
+temperature: Optional[float] = 1.0  # rollout sampling temperature (paper 0.7; toy: at 0.7 all rollouts agree)
+max_completion_length: Optional[int] = 160  # tokens per completion (toy traces: 121 with tags)
+beta: Optional[float] = 0.04  # KL coefficient (paper 0.04)
+logging_steps: Optional[int] = 1  # log every step
+grpo_overrides: dict = {}  # any other trl.GRPOConfig field
+rollout: dict = {"policy_params": {}, "big_chunk_tokens": 8, "max_offload_tokens": 64, "takeback": "greedy",
+                 "takeback_threshold": 0.5, "big_backend": "hf", "big_backend_options": {},
+                 "policy_engine": "hf"}  # offload mode: the decoder (policy_engine vllm: the batch decodes together)
+serve: dict = {}  # {} or {big: vllm serve settings; its model is big_model}: offload rollouts reach the big model there (big_backend: openai)
 
 # %%
 P = load_from_notebook("03_grpo", globals(), _names_before)
-run = runlock.open_run(P.outputs_root, P.run_name, "03_grpo")  # one writer per run directory
+run = runrecord.open_run(P, "03_grpo")  # one writer per run; refuses a run made with other parameters
+progressbar.setup(P.progress)  # JupyterLab: widget bars; papermill: a few log lines
 out = run / "03_grpo"
 sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
 big = None
@@ -155,15 +158,9 @@ for mode in P.modes:
 
 # %%
 curves = {mode: report.grpo_curves(r["steps"]) for mode, r in results.items()}
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-for mode, c in curves.items():
-    for ax, column in zip(axes, ("reward", "offload_fraction", "accuracy")):
-        ax.plot(c["step"], c[column], marker=".", label=mode)
-for ax, title in zip(axes, ("total reward (weighted)", "offloaded fraction (characters)", "accuracy")):
-    ax.set(xlabel="step", title=title)
-    ax.legend()
-fig.tight_layout()
+fig = figures.grpo_curves_figure(curves)
 fig.savefig(out / "curves.png", dpi=120, bbox_inches="tight")
+display(fig)
 
 # %% [markdown]
 # ## 4 · Did the weights move?

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from splitlib import prompts, runlock, runs
+from splitlib import progressbar, prompts, runrecord, runs
 from splitlib import serve as vllm_serve  # (the parameter `serve` holds the server settings)
 from splitlib import evaluate as ev
 from splitlib.notebook_params import load_from_notebook
@@ -49,38 +49,40 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
-run_name = "toy"  # outputs/<run_name>/
-outputs_root = "outputs"
-seed = 0  # every random choice derives from it
-progress = True  # progress bars
-benchmark = "toy"  # toy | aime24 | math500
-benchmark_source = "data/test.jsonl"  # toy: inside the run dir; else a hub id or a local copy
-n_problems = 300  # held-out problems (the first n)
-protocol = "custom"  # paper | deepseek | custom
-protocol_settings = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 192, "samples": 1,
-                     "aggregate": "pass@1"}  # greedy, one sample; toy traces are 118 tokens (+ tags, + margin)
-prompt_style = "project"  # splitlib.prompts evaluation style: authors | authors_lm_eval | project (05 checks it is the same)
-kind = "vllm"  # backend of the small model: vllm batches the problems (hf would run them one at a time)
-big_kind = "vllm"  # backend of the big model
-backend_opts = {"base": {"max_model_len": 512, "max_num_seqs": 512},
-                "big": {"max_model_len": 512, "max_num_seqs": 512}}  # per model key: loader options (all problems in one engine batch)
-decode = {"big_chunk_tokens": 4, "max_offload_tokens": 64}  # DecodeConfig besides sampling; toy spans are ~3 tokens
-batch_size = 300  # problems per engine call (and per append to samples.jsonl)
-torch_threads = 1  # CPU threads (0: the libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
-small_model = "models/small"  # base small model (inside the run dir, a directory, or a hub id)
-big_model = "models/big"  # big model
-switch_chunk = 8  # tokens per random-switch chunk (paper: 32 of up to 16,384)
-paper_ratios = [19.0, 9.0]  # the paper's ratios: p_big 5 % and 10 %
-sweep_ratios = [49.0, 5.667, 4.0, 2.333, 1.5]  # p_big 2, 15, 20, 30, 40 % (05 aims one more at the learned offload if none is near)
-serve = {}  # {} or {big: vllm serve settings, model = big_model}: started here, reached by the openai backend (big_kind: openai)
+profile: str = "toy"  # parameter set: smoke | toy | paper | rehearsal
+run_name: str = "lab"  # outputs/<run_name>/; "lab": a scratch run (params/<profile>/ name the profile's run)
+outputs_root: str = "outputs"  # root of all runs (relative: from the repository)
+seed: int = 0  # every random choice derives from it
+progress: bool = True  # progress bars
+overwrite: bool = False  # True: write into a run made with other parameters (it refuses otherwise: splitlib.runrecord)
+benchmark: str = "toy"  # toy | aime24 | math500
+benchmark_source: str = "data/test.jsonl"  # toy: inside the run dir; else a hub id or a local copy
+n_problems: int = 300  # held-out problems (the first n)
+protocol: str = "custom"  # paper | deepseek | custom
+protocol_settings: dict = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 192, "samples": 1,
+                           "aggregate": "pass@1"}  # greedy, one sample; toy traces are 118 tokens (+ tags, + margin)
+prompt_style: str = "project"  # splitlib.prompts evaluation style: authors | authors_lm_eval | project (05 checks it is the same)
+kind: str = "vllm"  # backend of the small model: vllm batches the problems (hf would run them one at a time)
+big_kind: str = "vllm"  # backend of the big model
+backend_opts: dict = {"base": {"max_model_len": 512, "max_num_seqs": 512},
+                      "big": {"max_model_len": 512, "max_num_seqs": 512}}  # per model key: loader options (all problems in one engine batch)
+decode: dict = {"big_chunk_tokens": 4, "max_offload_tokens": 64}  # DecodeConfig besides sampling; toy spans are ~3 tokens
+batch_size: int = 300  # problems per engine call (and per append to samples.jsonl)
+torch_threads: int = 1  # CPU threads (0: the libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
+small_model: str = "models/small"  # base small model (inside the run dir, a directory, or a hub id)
+big_model: str = "models/big"  # big model
+switch_chunk: int = 8  # tokens per random-switch chunk (paper: 32 of up to 16,384)
+paper_ratios: list[float] = [19.0, 9.0]  # the paper's ratios: p_big 5 % and 10 %
+sweep_ratios: list[float] = [49.0, 5.667, 4.0, 2.333, 1.5]  # p_big 2, 15, 20, 30, 40 % (05 aims one more at the learned offload if none is near)
+serve: dict = {}  # {} or {big: vllm serve settings; its model is big_model}: started here, reached by the openai backend (big_kind: openai)
 
 # %%
 P = load_from_notebook("04_random_switch", globals(), _names_before)
 if P.torch_threads:  # before any engine starts: vLLM's CPU engine keeps the threads it finds (nobind: no pinning)
     torch.set_num_threads(P.torch_threads)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-run = runlock.open_run(P.outputs_root, P.run_name, "04_random_switch")  # one writer per run directory
+run = runrecord.open_run(P, "04_random_switch")  # one writer per run; refuses a run made with other parameters
+progressbar.setup(P.progress)  # JupyterLab: widget bars; papermill: a few log lines
 out = run / "04_random_switch"
 out.mkdir(parents=True, exist_ok=True)
 model_dirs = {"base": ev.resolve_model_ref(run, P.small_model), "big": ev.resolve_model_ref(run, P.big_model)}

@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown
 
-from splitlib import evaluate as ev, plots, prompts, runlock, runs, serve as vllm_serve  # `serve`: a parameter
+from splitlib import evaluate as ev, plots, progressbar, prompts, runrecord, runs, serve as vllm_serve  # `serve`: a parameter
 from splitlib.evaluate import baselines
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
@@ -52,47 +52,49 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 _names_before = set(globals())
 
 # %% tags=["parameters"]
-profile = "toy"  # parameter set: smoke | toy | paper | rehearsal
-run_name = "toy"  # outputs/<run_name>/
-outputs_root = "outputs"
-seed = 0  # every random choice derives from it
-progress = True  # progress bars
-benchmark = "toy"  # toy | aime24 | math500 (as in 04)
-benchmark_source = "data/test.jsonl"  # toy: inside the run dir; else a hub id or a local copy
-n_problems = 300  # held-out problems (the first n; as in 04)
-protocol = "custom"  # paper | deepseek | custom (as in 04)
-protocol_settings = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 192, "samples": 1,
-                     "aggregate": "pass@1"}  # greedy, one sample (as in 04)
-prompt_style = "project"  # splitlib.prompts evaluation style: authors | authors_lm_eval | project (as in 04)
-kind = "vllm"  # backend of the small models: vllm batches the problems (hf would run them one at a time)
-big_kind = "vllm"  # backend of the big model
-backend_opts = {"base": {"max_model_len": 512, "max_num_seqs": 512},
-                "big": {"max_model_len": 512, "max_num_seqs": 512},
-                "sft": {"max_model_len": 512, "max_num_seqs": 512},
-                "grpo-offload": {"max_model_len": 512, "max_num_seqs": 512},
-                "grpo-paper": {"max_model_len": 512, "max_num_seqs": 512}}  # per model key: loader options
-decode = {"big_chunk_tokens": 4, "max_offload_tokens": 64}  # DecodeConfig besides sampling; toy spans are ~3 tokens (as in 04)
-batch_size = 300  # problems per engine call (and per append to samples.jsonl)
-torch_threads = 1  # CPU threads (0: the libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
-small_model = "models/small"  # base small model (inside the run dir, a directory, or a hub id)
-big_model = "models/big"  # big model
-checkpoints = {"sft": "02_sft/model", "grpo-offload": "03_grpo/offload/model",
-               "grpo-paper": "03_grpo/paper/model"}  # trained small models (inside the run dir, a directory or a hub id)
-budget_sweep = [0.02, 0.04, 0.07]  # max_offload_fraction values swept on the best checkpoint (below its ~10 % unbudgeted offload)
-offload_measure = "offload_token_fraction"  # offload the claim is about: the big model's share of generated tokens
-claim_max_offload = 0.15  # the learned method offloads at most this
-claim_min_gap = 0.7  # ... and recovers at least this share of the small->big gap
-match_tolerance = 0.02  # random baseline within ±2 points of the learned offload
-match_missing_random = True  # no 04 point that close: run a random switch aimed at the learned offload here
-n_boot = 10000  # bootstrap resamples for the claim's CIs
-serve = {}  # {} or {big: vllm serve settings, model = big_model}: started here, reached by the openai backend (big_kind: openai)
+profile: str = "toy"  # parameter set: smoke | toy | paper | rehearsal
+run_name: str = "lab"  # outputs/<run_name>/; "lab": a scratch run (params/<profile>/ name the profile's run)
+outputs_root: str = "outputs"  # root of all runs (relative: from the repository)
+seed: int = 0  # every random choice derives from it
+progress: bool = True  # progress bars
+overwrite: bool = False  # True: write into a run made with other parameters (it refuses otherwise: splitlib.runrecord)
+benchmark: str = "toy"  # toy | aime24 | math500 (as in 04)
+benchmark_source: str = "data/test.jsonl"  # toy: inside the run dir; else a hub id or a local copy
+n_problems: int = 300  # held-out problems (the first n; as in 04)
+protocol: str = "custom"  # paper | deepseek | custom (as in 04)
+protocol_settings: dict = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 192, "samples": 1,
+                           "aggregate": "pass@1"}  # greedy, one sample (as in 04)
+prompt_style: str = "project"  # splitlib.prompts evaluation style: authors | authors_lm_eval | project (as in 04)
+kind: str = "vllm"  # backend of the small models: vllm batches the problems (hf would run them one at a time)
+big_kind: str = "vllm"  # backend of the big model
+backend_opts: dict = {"base": {"max_model_len": 512, "max_num_seqs": 512},
+                      "big": {"max_model_len": 512, "max_num_seqs": 512},
+                      "sft": {"max_model_len": 512, "max_num_seqs": 512},
+                      "grpo-offload": {"max_model_len": 512, "max_num_seqs": 512},
+                      "grpo-paper": {"max_model_len": 512, "max_num_seqs": 512}}  # per model key: loader options
+decode: dict = {"big_chunk_tokens": 4, "max_offload_tokens": 64}  # DecodeConfig besides sampling; toy spans are ~3 tokens (as in 04)
+batch_size: int = 300  # problems per engine call (and per append to samples.jsonl)
+torch_threads: int = 1  # CPU threads (0: the libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
+small_model: str = "models/small"  # base small model (inside the run dir, a directory, or a hub id)
+big_model: str = "models/big"  # big model
+checkpoints: dict[str, str] = {"sft": "02_sft/model", "grpo-offload": "03_grpo/offload/model",
+                               "grpo-paper": "03_grpo/paper/model"}  # trained small models (inside the run dir, a directory or a hub id)
+budget_sweep: list[float] = [0.02, 0.04, 0.07]  # max_offload_fraction values swept on the best checkpoint (below its ~10 % unbudgeted offload)
+offload_measure: str = "offload_token_fraction"  # offload the claim is about: the big model's share of generated tokens
+claim_max_offload: float = 0.15  # the learned method offloads at most this
+claim_min_gap: float = 0.7  # ... and recovers at least this share of the small->big gap
+match_tolerance: float = 0.02  # random baseline within ±2 points of the learned offload
+match_missing_random: bool = True  # no 04 point that close: run a random switch aimed at the learned offload here
+n_boot: int = 10000  # bootstrap resamples for the claim's CIs
+serve: dict = {}  # {} or {big: vllm serve settings; its model is big_model}: started here, reached by the openai backend (big_kind: openai)
 
 # %%
 P = load_from_notebook("05_evaluate", globals(), _names_before)
 if P.torch_threads:  # before any engine starts: vLLM's CPU engine keeps the threads it finds (nobind: no pinning)
     torch.set_num_threads(P.torch_threads)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-run = runlock.open_run(P.outputs_root, P.run_name, "05_evaluate")  # one writer per run directory
+run = runrecord.open_run(P, "05_evaluate")  # one writer per run; refuses a run made with other parameters
+progressbar.setup(P.progress)  # JupyterLab: widget bars; papermill: a few log lines
 out = run / "05_evaluate"
 out.mkdir(parents=True, exist_ok=True)
 model_dirs = {"base": ev.resolve_model_ref(run, P.small_model), "big": ev.resolve_model_ref(run, P.big_model),

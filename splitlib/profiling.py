@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from splitlib import runs
 from splitlib.backends.base import Backend, Decode, Score, run_ops
 from splitlib.hardware import HardwareProfile, ModelThroughput
+from splitlib.progressbar import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def measure_throughput(backend: Backend, contexts: Sequence[int] = (32, 128, 256
     rng = random.Random(seed)
     small_n, big_n = prefill_sizes
     prefill_pts, decode_pts, call_s = [], [], []
-    for ctx in tqdm(contexts, desc=f"profile {backend.name}", disable=not progress):
+    for ctx in progress_bar(contexts, desc=f"profile {backend.name}", disable=not progress):
         if ctx + max(big_n, decode_tokens) + 2 > backend.max_model_len:
             raise ValueError(f"context {ctx} + {max(big_n, decode_tokens)} tokens exceeds the model's "
                              f"max length {backend.max_model_len}; pass smaller contexts")
@@ -99,7 +98,7 @@ def measure_interleaved(backends: dict[str, Backend], name: str, device: str, ro
     if rounds < 1:
         raise ValueError(f"rounds={rounds}: expected >= 1")
     profiles = []
-    for k in tqdm(range(rounds), desc="profile + timing rounds", disable=not progress):
+    for k in progress_bar(range(rounds), desc="profile + timing rounds", disable=not progress):
         profiles.append(measure_profile(backends, name, device, progress=False, **kwargs))
         between(k)
     return profiles

@@ -86,3 +86,7 @@ def test_06_drew_figure5_and_validated_the_simulator_on_measured_traces(run):
     assert 8 <= m["paper_headline_32B_at_1.35pct"] <= 9
     assert m["validation"]["n_traces"] > 0 and m["validation"]["median"] >= 0
     assert json.loads((run / "06_figure5" / "profile.json").read_text())
+    assert (run / "06_figure5" / "accuracy_vs_speedup.png").stat().st_size > 10_000
+    by_method, big = m["speedup_by_method"], m["roles"]["@big"]
+    assert by_method["simulated (serial)"][big] == 1.0 and by_method["measured (batch 1)"][big] == 1.0
+    assert m["roles"]["@small"] in by_method["measured (batch 1)"]

@@ -4,6 +4,7 @@ a failing notebook stopping the run, and the smoke profile end to end through pa
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import nbformat
 import pytest
 import yaml
 
-from splitlib import cli, pipeline, runlock
+from splitlib import cli, pipeline, runlock, runrecord
 from splitlib import notebook_params as nbp
 from splitlib import params as sp
 from splitlib.notebook_params import SCHEMAS, Common
@@ -62,7 +63,8 @@ class ScratchParams(Common):
 
 
 def common_values(profile: str) -> dict:
-    return {"profile": profile, "run_name": profile, "outputs_root": "outputs", "seed": 0, "progress": False}
+    return {"profile": profile, "run_name": profile, "outputs_root": "outputs", "seed": 0, "progress": False,
+            "overwrite": False}
 
 
 def write_notebook(path: Path, body: str) -> None:
@@ -191,6 +193,83 @@ def test_an_interrupted_notebook_is_recorded_as_interrupted(scratch, fake_paperm
         pipeline.run("smoke", outputs_root=str(tmp_path / "out"))
     manifest = json.loads((tmp_path / "out" / "smoke" / "manifest.json").read_text())
     assert [(n["name"], n["status"]) for n in manifest["notebooks"]] == [("00_first", "interrupted")]
+
+
+def test_kernels_log_their_progress_and_their_output_stays_in_the_executed_copies(scratch, tmp_path, monkeypatch):
+    import papermill
+
+    from splitlib import progressbar
+
+    seen = {}
+
+    def execute_notebook(input_path, output_path, parameters=None, **kwargs):
+        seen.update(kwargs, env=os.environ.get(progressbar.ENV))
+        Path(output_path).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    monkeypatch.delenv(progressbar.ENV, raising=False)
+    scratch("00_first")
+    pipeline.run("smoke", outputs_root=str(tmp_path / "out"))
+    assert seen["env"] == "log" and seen["log_output"] is False  # no "WARNING papermill:" line per output
+    assert progressbar.ENV not in os.environ  # restored after the run
+
+
+def test_every_run_ends_with_a_summary_page_and_the_cli_prints_it_with_the_headline(scratch, fake_papermill,
+                                                                                    tmp_path, capsys):
+    scratch("00_first")
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", str(tmp_path / "out")]) == 0
+    page = tmp_path / "out" / "smoke" / "SUMMARY.md"
+    assert "| 00_first | ok |" in page.read_text()
+    assert capsys.readouterr().out.splitlines() == [f"done: {page}",
+                                                    "no headline yet (it comes from 05_evaluate and 06_figure5)"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the reference-run guard (splitlib.runrecord; its unit tests: test_runrecord.py)
+@pytest.fixture
+def recording_papermill(monkeypatch):
+    """papermill without kernels, recording each notebook's parameters as its validation cell would."""
+    import papermill
+
+    calls: list[dict] = []
+
+    def execute_notebook(input_path, output_path, parameters=None, **kwargs):
+        calls.append(parameters)
+        run = Path(parameters["outputs_root"]) / parameters["run_name"]
+        if not parameters["overwrite"]:
+            runrecord.check(run, Path(input_path).stem, parameters)
+        runrecord.record(run, Path(input_path).stem, parameters)
+        Path(output_path).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return calls
+
+
+def test_a_run_into_a_run_made_with_other_parameters_is_refused_before_any_notebook(scratch, recording_papermill,
+                                                                                    tmp_path, caplog):
+    scratch("00_first")
+    scratch("01_second")
+    out = str(tmp_path / "out")
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", out]) == 0
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", out]) == 0  # same parameters: resumes
+    assert len(recording_papermill) == 4
+    scratch("01_second", values={**common_values("smoke"), "seed": 1})
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", out]) == 1
+    assert len(recording_papermill) == 4  # refused before 00_first ran again
+    assert "holds 01_second made with other parameters" in caplog.text and "seed: 0 -> 1" in caplog.text
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", out, "--run-name", "new"]) == 0
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", out, "--force"]) == 0
+    assert [c["overwrite"] for c in recording_papermill[-2:]] == [True, True]
+    assert runrecord.records(Path(out) / "smoke")["01_second"]["params"]["seed"] == 1
+    assert cli.main(["run", "--profile", "smoke", "--outputs-root", out]) == 0  # the forced run is the record now
+
+
+def test_pipeline_plan_with_force_sets_overwrite_on_every_notebook(scratch, tmp_path):
+    scratch("00_first")
+    (step,) = pipeline.plan("smoke", ["00_first"], "r", str(tmp_path), force=True)
+    assert step.params["overwrite"] is True
+    (step,) = pipeline.plan("smoke", ["00_first"], "r", str(tmp_path))
+    assert step.params["overwrite"] is False
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from splitlib import runs, tags
 from splitlib.annotate.analysis import offload_token_fraction
@@ -36,6 +35,7 @@ from splitlib.annotate.resume import (
     forget_failures,
     provenance_record,
 )
+from splitlib.progressbar import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,8 @@ def annotate_all(traces: Sequence[Row], annotator: Annotator, out_dir: str | Pat
     reasons: Counter[str] = Counter()
     n_ok = 0
     # closing: on Ctrl-C, an abort or a crash the work in flight is cancelled now, not when the generator is collected
-    with closing(results), tqdm(total=len(pending), desc=f"annotate ({annotator.name})", disable=not progress) as bar:
+    with closing(results), progress_bar(total=len(pending), desc=f"annotate ({annotator.name})",
+                                        disable=not progress) as bar:
         for row, result in results:
             name, record = output_row(row, result, annotator.name, tokenizer)
             runs.append_jsonl(out / name, [record])

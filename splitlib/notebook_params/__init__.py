@@ -1,11 +1,18 @@
 """Notebook parameters: one frozen dataclass per notebook, validated before any work starts.
 
 Field comments are the documentation users read; ``params/<profile>/NN_*.yaml`` hold exactly these keys (a test
-holds them equal to the notebooks). papermill only *warns* about parameters a notebook does not define, so each
-notebook checks itself: the cell before ``parameters`` records ``_names_before = set(globals())``; right after the
-parameters (and papermill's injected cell) ``load_from_notebook(NAME, globals(), _names_before)`` rejects unknown
-names, missing names, wrong types and impossible values, naming the key, the value and what is allowed. The same
-schemas validate ``params/<profile>/NN_*.yaml`` in ``splitreason run`` before anything executes.
+holds them equal to the notebooks). A notebook's ``parameters`` cell holds one annotated literal per field,
+``name: TYPE = value  # help``, with TYPE from ``annotation(field type)`` and no ``=`` in the help: the syntax
+papermill's inspection reads (``papermill --help-notebook`` lists each with its type and help; injected names it
+does not find there are "unknown" to it).
+
+papermill only *warns* about parameters a notebook does not define, so each notebook checks itself: the cell
+before ``parameters`` records ``_names_before = set(globals())``; right after the parameters (and papermill's
+injected cell) ``load_from_notebook(NAME, globals(), _names_before)`` rejects unknown names, missing names, wrong
+types and impossible values, naming the key, the value and what is allowed. The names it takes for parameters are
+fixed at its first call (kept in the kernel as ``_parameter_names``) plus whatever the parameters cell annotates,
+so re-running any cell in JupyterLab (the validation included, after later cells made ``P``, ``run``, ...) works.
+The same schemas validate ``params/<profile>/NN_*.yaml`` in ``splitreason run`` before anything executes.
 
 The schemas live by stage in ``common`` (shared fields, 00), ``training`` (01-03) and ``evaluation`` (04-06);
 the generic checking they use is ``splitlib.params``.
@@ -15,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +35,8 @@ from splitlib.notebook_params.training import AnnotateParams, GRPOParams, OpenR1
 from splitlib.params import ParamError, build
 
 __all__ = ["SCHEMAS", "AnnotateParams", "Common", "EvaluateParams", "Figure5Params", "GRPOParams", "ModelSpec",
-           "ModelsParams", "OpenR1Spec", "RandomSwitchParams", "RolloutSpec", "SFTParams", "load_from_notebook",
-           "load_yaml", "schema"]
+           "ModelsParams", "OpenR1Spec", "RandomSwitchParams", "RolloutSpec", "SFTParams", "annotation",
+           "load_from_notebook", "load_yaml", "schema"]
 
 
 def schemas() -> dict[str, type]:
@@ -53,14 +61,47 @@ def schema(notebook: str) -> type:
     return known[notebook]
 
 
-def load_from_notebook(notebook: str, namespace: Mapping[str, Any], names_before: set[str]) -> Any:
-    """Validate the parameters a notebook kernel holds (its parameters cell plus papermill's injected cell)."""
+PARAMETER_NAMES = "_parameter_names"  # where a kernel keeps the names its first validation took for parameters
+
+
+def load_from_notebook(notebook: str, namespace: MutableMapping[str, Any], names_before: set[str]) -> Any:
+    """Validate the parameters a notebook kernel holds (its parameters cell plus papermill's injected cell).
+
+    The first call takes the names assigned since ``names_before`` (the parameters and injected cells; modules,
+    private names and helper functions aside) and keeps them in the kernel; later calls (a cell re-run in Lab)
+    read the same names, plus any the parameters cell annotates, never the notebook's own later variables."""
     cls = schema(notebook)
     fields = {f.name for f in dataclasses.fields(cls)}
-    new = {k for k in namespace if k not in names_before and not k.startswith("_")}
-    values = {k: namespace[k] for k in new if not isinstance(namespace[k], types.ModuleType)}
-    values = {k: v for k, v in values.items() if k in fields or not callable(v)}
-    return build(cls, values)
+    names = namespace.get(PARAMETER_NAMES)
+    if names is None:
+        names = {k for k in namespace if k not in names_before and not k.startswith("_")}
+        names = {k for k in names if not isinstance(namespace[k], types.ModuleType)
+                 and (k in fields or not callable(namespace[k]))}
+        namespace[PARAMETER_NAMES] = frozenset(names)
+    names = set(names) | set(namespace.get("__annotations__", {}))  # a name added to the cell in Lab
+    return build(cls, {k: namespace[k] for k in names if k in namespace})
+
+
+def annotation(tp: Any) -> str:
+    """A schema field's type as a parameters-cell annotation papermill reads (``\\w``, ``[``, ``]``, ``,`` only):
+    ``int | None`` -> ``Optional[int]``, a ``Literal`` of strings -> ``str``, a nested spec -> ``dict``, ``Any``
+    left out (``dict[str, Any]`` -> ``dict``). The notebooks import ``Optional`` before ``_names_before``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return annotation(type(args[0]))
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = annotation(rest[0]) if len(rest) == 1 else "object"
+        return f"Optional[{inner}]" if len(rest) < len(args) else inner
+    if origin in (list, tuple):
+        return f"list[{annotation(args[0])}]" if args and args[0] is not Any else "list"
+    if origin is dict:
+        return f"dict[{annotation(args[0])}, {annotation(args[1])}]" if args and Any not in args else "dict"
+    if dataclasses.is_dataclass(tp) or tp is dict:
+        return "dict"
+    if tp is Any:
+        return "object"
+    return tp.__name__
 
 
 def load_yaml(notebook: str, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:

@@ -46,10 +46,11 @@ class ModelSpec:
 @dataclass(frozen=True)
 class Common:
     profile: Profile  # which parameter set this is (smoke: CI, toy: laptop default, paper: GPU cluster, rehearsal: paper on CPU)
-    run_name: str  # outputs go to <outputs_root>/<run_name>/
-    outputs_root: str  # usually "outputs"
+    run_name: str  # outputs go to <outputs_root>/<run_name>/ (the notebooks' own default, "lab", is a scratch run)
+    outputs_root: str  # usually "outputs" (a relative root is taken from the repository)
     seed: int  # every random choice derives from it
-    progress: bool  # show progress bars
+    progress: bool  # show progress bars (JupyterLab: widgets; papermill: a few log lines)
+    overwrite: bool  # True: write into a run directory made with other parameters (splitlib.runrecord; --force)
 
     def __post_init__(self) -> None:
         check(bool(self.run_name) and "/" not in self.run_name and "\\" not in self.run_name

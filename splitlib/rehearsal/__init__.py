@@ -29,9 +29,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from splitlib import params, runs
+from splitlib.progressbar import progress_bar
 from splitlib.rehearsal.layout import (
     ANNOTATOR_MODEL,
     ANNOTATOR_SERVED_NAME,
@@ -113,7 +112,7 @@ def _build(root: Path, seed: int, sizes: StandinSizes, sft_tags: SftTags, progre
     for rel, _ in STANDINS.values():  # a rebuild starts clean: no file of an older build survives
         shutil.rmtree(root / rel, ignore_errors=True)
     files: list[Path] = []
-    with _library_bars(progress), tqdm(total=5, desc="rehearsal stand-ins", disable=not progress) as bar:
+    with _library_bars(progress), progress_bar(total=5, desc="rehearsal stand-ins", disable=not progress) as bar:
 
         @contextlib.contextmanager
         def step(name: str):

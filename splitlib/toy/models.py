@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
+from splitlib.progressbar import progress_bar
 from splitlib.toy.world import Problem, ToyWorldConfig, make_problem
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _pretrain(model, tokenizer, world, cfg, prompt_fn, progress) -> list[dict]:
     model.train()
     curve: list[dict] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress)
+    bar = progress_bar(range(cfg.steps), desc="pretrain", disable=not progress)
     for step in bar:
         probs: list[Problem] = [make_problem(rng, world, f"stream-{step}-{i}") for i in range(cfg.batch_size)]
         rows = [encode_example(tokenizer, prompt_fn(p), p.trace) for p in probs]

@@ -22,6 +22,7 @@ from splitlib import prompts, rewards
 from splitlib.backends.base import resolve_model
 from splitlib.backends.vllm_engine import release_foreign_engine
 from splitlib.grading import GoldRule, gold_text
+from splitlib.progressbar import draws
 from splitlib.registry import Registry
 from splitlib.training.configs import grpo_config, precision, train_and_save
 from splitlib.training.rollout import (
@@ -189,7 +190,7 @@ def run_grpo(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     require_control_tokens(tokenizer)
     # The config before the model: under DeepSpeed ZeRO-3 it is what lets the model load already partitioned.
-    args = grpo_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
+    args = grpo_config(preset, device, output_dir=str(out_dir), disable_tqdm=not draws(progress), **params)
     if mode == "offload" and policy_engine == "auto":  # TRL's colocated engine where the config starts one
         policy_engine = "vllm" if args.use_vllm and args.vllm_mode == "colocate" else "hf"
         rollout_params = {**rollout_params, "policy_engine": policy_engine}

@@ -20,6 +20,7 @@ from trl import SFTTrainer
 
 from splitlib import prompts, rewards, tags
 from splitlib.backends.base import resolve_model
+from splitlib.progressbar import draws
 from splitlib.training.configs import precision, sft_config, train_and_save
 from splitlib.training.tokens import ensure_control_tokens, trl_prompt_text
 
@@ -79,7 +80,7 @@ def run_sft(
     out_dir = Path(out_dir)
     model_dir = resolve_model(model_dir)  # a folder is checked whole (config, untruncated weights)
     # The config before the model: under DeepSpeed ZeRO-3 it is what lets the model load already partitioned.
-    args = sft_config(preset, device, output_dir=str(out_dir), disable_tqdm=not progress, **params)
+    args = sft_config(preset, device, output_dir=str(out_dir), disable_tqdm=not draws(progress), **params)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision(device).load_dtype)
     added = ensure_control_tokens(tokenizer, model)
