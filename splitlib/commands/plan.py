@@ -35,8 +35,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="what each notebook of a profile needs, checked against this machine")
-    p.add_argument("--profile", default="toy", help="a folder of params/ (default: toy)")
+    p = sub.add_parser("plan", help="what each notebook of a profile needs, checked against this machine",
+                       description="For each notebook of a profile: the models it loads, the engines and servers "
+                                   "it starts, the GPUs and memory it needs and what it downloads, read from the "
+                                   "parameter files alone (nothing loads). Exits 1 naming each stage this machine "
+                                   "cannot hold, 0 when every stage fits.",
+                       epilog="example:\n  splitreason plan --profile paper")
+    p.add_argument("--profile", default="toy",
+                   help="a folder of params/: smoke, toy, rehearsal or paper (default: toy)")
     p.add_argument("--run-name", help="outputs/<run-name> whose models are measured when present (default: profile)")
     p.add_argument("--outputs-root", default="outputs", help="root folder for run outputs (default: outputs)")
     p.set_defaults(func=_cmd_plan)

@@ -121,8 +121,17 @@ def _cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prompt", help="print exactly the text a model reads at one stage of a profile")
-    p.add_argument("--profile", default="paper", help="a folder of params/ (default: paper)")
+    p = sub.add_parser("prompt", help="print exactly the text a model reads at one stage of a profile",
+                       description="Print exactly the text a model reads at one stage of a profile, and nothing "
+                                   "else on stdout (logs go to stderr): an SFT training example, a GRPO rollout "
+                                   "prompt, an evaluation prompt or the LLM annotator's request. The stage's "
+                                   "notebook parameters choose the prompt style and the tokenizer that renders it.",
+                       epilog="examples:\n"
+                              "  splitreason prompt --profile rehearsal --stage grpo --problem \"What is 2+3?\"\n"
+                              "  splitreason prompt --profile toy --stage eval --role big --problem \"QUESTION\"\n"
+                              "  splitreason prompt --stage sft --problem \"QUESTION\" --completion \"ANNOTATED TRACE\"")
+    p.add_argument("--profile", default="paper",
+                   help="a folder of params/: smoke, toy, rehearsal or paper (default: paper)")
     p.add_argument("--stage", required=True, choices=sorted(NOTEBOOKS),
                    help="sft: a training example | grpo: a rollout prompt | eval: an evaluation prompt | annotate")
     p.add_argument("--problem", required=True, help="the problem (annotate: the trace, unless --completion)")

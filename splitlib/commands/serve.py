@@ -49,6 +49,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.print:
         print(serve.shell_command(spec))
         return 0
+    from splitlib.backends.base import resolve_model
+
+    resolve_model(spec.model)  # a model directory that is not there: one line, exit 2 (splitlib.cli)
     log_path = Path(args.log or Path(tempfile.gettempdir()) / f"splitreason-serve-{os.getpid()}.log")
     server = serve.VLLMServer(spec, log_path)
     try:
@@ -68,7 +71,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="an OpenAI-compatible vLLM server in the foreground (Ctrl-C stops it)",
-                       description=__doc__.splitlines()[0])
+                       description="Start vLLM's OpenAI-compatible server for one model and keep it in the "
+                                   "foreground until Ctrl-C; prints its URL once it answers. Point decode "
+                                   "(--big-base-url) or a profile's backend options (base_url) at that URL.",
+                       epilog="examples:\n"
+                              "  splitreason serve --model outputs/toy/models/big --port 8000 --arg enforce_eager=true\n"
+                              "  splitreason serve --model Qwen/QwQ-32B --arg tensor_parallel_size=2 "
+                              "--env CUDA_VISIBLE_DEVICES=6,7 --print")
     p.add_argument("--model", required=True, help="model directory or hub id")
     p.add_argument("--served-model-name", help="the name clients ask for (default: --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -77,7 +86,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="a vLLM server option, e.g. max_model_len=20480 or enforce_eager=true (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the server, e.g. CUDA_VISIBLE_DEVICES=6,7 (repeatable)")
-    p.add_argument("--startup-timeout-s", type=float, default=900.0, help="give up when not ready by then")
+    p.add_argument("--startup-timeout-s", type=float, default=900.0,
+                   help="give up when the server does not answer within this many seconds")
     p.add_argument("--log", help="the server's log file (default: a file in the temp directory)")
     p.add_argument("--print", action="store_true", help="print the shell command instead of running it")
     p.set_defaults(func=_cmd_serve)

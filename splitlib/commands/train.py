@@ -124,10 +124,22 @@ def _with_big_server(params: dict, run_dir: Path, command: list[str]) -> int:
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="notebook 02's SFT or 03's GRPO on several GPUs (accelerate + DeepSpeed)")
+    p = sub.add_parser("train", help="notebook 02's SFT or 03's GRPO on several GPUs (accelerate + DeepSpeed)",
+                       description="Run notebook 02's SFT or notebook 03's GRPO training for a profile on several "
+                                   "GPUs of this machine with accelerate and DeepSpeed (ZeRO-3 for SFT, ZeRO-2 for "
+                                   "GRPO), with the profile's validated parameters. The notebook run afterwards "
+                                   "(splitreason run) finds the model and reuses it. Refused before any work when "
+                                   "--gpus exceeds the visible GPUs or accelerate/deepspeed is missing "
+                                   "(pip install -r requirements/gpu.txt).",
+                       epilog="examples:\n"
+                              "  splitreason train --stage sft --profile paper --gpus 8\n"
+                              "  splitreason train --stage grpo --profile paper --gpus 7 --modes paper\n"
+                              "  splitreason train --stage sft --gpus 8 --dry-run    # print the accelerate launch line")
     p.add_argument("--stage", required=True, choices=sorted(STAGES), help="sft: notebook 02 | grpo: notebook 03")
-    p.add_argument("--profile", default="paper", help="a folder of params/ (default: paper)")
-    p.add_argument("--gpus", type=int, required=True, help="processes, one per visible GPU")
+    p.add_argument("--profile", default="paper",
+                   help="a folder of params/: smoke, toy, rehearsal or paper (default: paper)")
+    p.add_argument("--gpus", type=int, required=True,
+                   help="training processes, one per GPU (CUDA_VISIBLE_DEVICES picks which)")
     p.add_argument("--run-name", help="outputs/<run-name> (default: the profile name)")
     p.add_argument("--outputs-root", default="outputs", help="root folder for run outputs (default: outputs)")
     p.add_argument("--modes", nargs="+", choices=["paper", "offload"], help="grpo: train only these modes")
