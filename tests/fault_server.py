@@ -63,6 +63,7 @@ class FakeChat:
         self._lock = threading.Lock()
         self._count: dict[str, int] = {}
         self._closing = threading.Event()
+        self._active = 0  # requests being handled now
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,6 +73,15 @@ class FakeChat:
                 pass
 
             def do_POST(self) -> None:
+                with fake._lock:
+                    fake._active += 1
+                try:
+                    self._post()
+                finally:
+                    with fake._lock:
+                        fake._active -= 1
+
+            def _post(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.auth.add(self.headers.get("Authorization", ""))
                 prompt = body["messages"][-1]["content"]
@@ -92,6 +102,20 @@ class FakeChat:
             self.models.append(model)
         plan = self.script[case]
         return plan[min(n, len(plan) - 1)]
+
+    def wait_idle(self, settle_s: float = 0.3, timeout_s: float = 30.0) -> None:
+        """Return once no request has been in hand for ``settle_s`` (a request sent just before may still be on its
+        way into a handler)."""
+        deadline, quiet_since = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = self._active > 0
+            now = time.monotonic()
+            quiet_since = None if busy else (quiet_since or now)
+            if quiet_since is not None and now - quiet_since >= settle_s:
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"the fake server still handles {self._active} request(s) after {timeout_s} s")
 
     def reset(self) -> None:
         with self._lock:

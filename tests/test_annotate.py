@@ -346,6 +346,7 @@ def test_resume_after_a_crash_mid_run_equals_an_uninterrupted_run(uninterrupted,
     for thread in threading.enumerate():
         if thread.name.startswith("annotate"):
             thread.join(timeout=30)
+    fake.wait_idle()  # and their requests: one sent just before the crash may reach a handler only now
     fake.reset()  # requests in flight at the crash were answered but never written: they are asked again
     run_to_completion(rows, llm(), out, concurrency=3)
     assert sorted_rows(out) == whole
