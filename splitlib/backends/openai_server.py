@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 class OpenAIBackend:
     name = "openai"
     concurrent = True
+    remote = True  # the server works on its own: the scheduler polls it without waiting while it has other work
 
     def __init__(self, client, model: str, tokenizer, max_model_len: int, base_url: str,
                  token_prompts: bool = True, max_workers: int = 16, max_logprobs: int = 20) -> None:
@@ -94,10 +95,11 @@ class OpenAIBackend:
     def pending(self) -> int:
         return len(self._futures)
 
-    def poll(self) -> list[Done]:
+    def poll(self, timeout_s: float | None = 0.5) -> list[Done]:
+        """Requests answered so far, waiting up to ``timeout_s`` for the first (0: look without waiting)."""
         if not self._futures:
             return []
-        finished, _ = wait(list(self._futures), timeout=0.5, return_when=FIRST_COMPLETED)
+        finished, _ = wait(list(self._futures), timeout=timeout_s, return_when=FIRST_COMPLETED)
         done = []
         for fut in finished:
             op, t0 = self._futures.pop(fut)

@@ -48,6 +48,24 @@ class _Flight:
     t0: float
     out: list[int] = field(default_factory=list)
     uncached: bool = False  # Score re-run without reading the prefix cache
+    stepped: bool = False  # the engine has run a step since this request was added
+
+
+@dataclass
+class EngineSteps:
+    """What this engine's steps carried (for benchmarks: how much of the engine's time went to hand-off work).
+
+    A request added since the previous step is *new* in the next one: a take-back check (a Score request: one
+    prefill of the chunk) or a decode request's prefill (a hand-off's catch-up, a resumed turn, a next chunk).
+    ``only_new`` counts the steps that carried no decode request past its first step: steps of their own."""
+
+    steps: int = 0
+    with_checks: int = 0
+    with_prefills: int = 0
+    only_new: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
 
 
 class VLLMBackend:
@@ -69,6 +87,7 @@ class VLLMBackend:
         self.vocab_size = int(cfg.get_vocab_size())
         self.max_logprobs = max_logprobs
         self.counters = Counters()
+        self.steps = EngineSteps()
         self._flights: dict[str, _Flight] = {}
         self._ready: list[Done] = []  # ops finished without an engine request (nothing to do)
         self._next_id = 0
@@ -151,6 +170,10 @@ class VLLMBackend:
         self._ready.clear()
         free_memory()
 
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached KV block (so that a timed run does not start with blocks a warm-up left behind)."""
+        self.llm.reset_prefix_cache()
+
     # -- Backend protocol -----------------------------------------------------------------------------
     def open(self, prompt_ids: Sequence[int]) -> BaseSession:
         return BaseSession(self, prompt_ids)
@@ -180,6 +203,7 @@ class VLLMBackend:
         done, self._ready = self._ready, []
         if done or not self._flights:
             return done
+        self._count_step()
         for output in self.engine.step():
             if output.finished:
                 flight = self._flights.pop(output.request_id)
@@ -187,6 +211,15 @@ class VLLMBackend:
                 if result is not None:
                     done.append(result)
         return done
+
+    def _count_step(self) -> None:
+        new = [f for f in self._flights.values() if not f.stepped]
+        self.steps.steps += 1
+        self.steps.with_checks += any(isinstance(f.op, Score) for f in new)
+        self.steps.with_prefills += any(isinstance(f.op, Decode) for f in new)
+        self.steps.only_new += len(new) == len(self._flights)
+        for f in new:
+            f.stepped = True
 
     # -- requests -------------------------------------------------------------------------------------
     def _launch(self, flight: _Flight) -> None:
@@ -197,6 +230,7 @@ class VLLMBackend:
             prompt, params = op.session.ids + flight.out, self._decode_params(flight)
         else:
             prompt, params = op.session.ids + list(op.ids), self._score_params(op, flight.uncached)
+        flight.stepped = False
         request_id = f"{self._id_prefix}{self._next_id}"
         self._next_id += 1
         self.engine.add_request(request_id, TokensPrompt(prompt_token_ids=prompt), params)

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 
-from tqdm.auto import tqdm
-
 from splitlib import prompts, tags
 from splitlib.backends.base import Backend, Done, Op, check_prompt
+from splitlib.decoding import schedule
 from splitlib.decoding.config import DecodeConfig, RolePrompts, TagChoice, Takeback, TextTakeback
 from splitlib.decoding.loop import ProblemRun
 from splitlib.handoff import TagIds, encode_text, tag_ids
 from splitlib.policies import Policy, make_policy
+from splitlib.progressbar import progress_bar
 from splitlib.trace import Trace
 
 __all__ = ["DecodeConfig", "RolePrompts", "TagChoice", "Takeback", "TextTakeback", "decode", "decode_many",
@@ -125,17 +125,19 @@ def decode(question_or_prompt: str | RolePrompts, small: Backend | None, big: Ba
 
 def decode_many(problems: Sequence, small: Backend | None, big: Backend | None, policy: Policy | str = "split",
                 cfg: DecodeConfig = DEFAULT_CONFIG, progress: bool = True,
-                prompt_style: prompts.PromptStyle | None = None) -> list[Trace]:
+                prompt_style: prompts.PromptStyle | None = None, gang: float = schedule.DEFAULT_GANG) -> list[Trace]:
     """Decode many problems (questions, ``RolePrompts`` or objects with ``.question``/``.id``), in order.
 
-    On engines that batch (vLLM, a server) every active problem's next op runs in the same engine steps;
-    otherwise (transformers) problems run one after another."""
+    On engines that batch (vLLM, a server) every active problem's next op runs in the same engine steps, the two
+    engines kept busy by ``schedule.drive_together`` (``gang``: how many of the active problems' ops a local big
+    engine gathers before it steps); otherwise (transformers) problems run one after another. The text is the
+    same either way."""
     loops = [_start(p, small, big, policy, cfg, prompt_style=prompt_style) for p in problems]
-    backends = [b for b in {id(b): b for b in (small, big) if b is not None}.values()]
-    bar = tqdm(total=len(loops), desc="decode", disable=not progress)
+    backends = [b for b in (small, big) if b is not None]
+    bar = progress_bar(total=len(loops), desc="decode", disable=not progress)
     try:
         if all(b.concurrent for b in backends):
-            return _drive_together(loops, backends, bar)
+            return schedule.drive_together(loops, small, big, bar, gang)
         traces = []
         for loop in loops:
             traces.append(_drive(loop))
@@ -143,27 +145,3 @@ def decode_many(problems: Sequence, small: Backend | None, big: Backend | None, 
         return traces
     finally:
         bar.close()
-
-
-def _drive_together(loops: list, backends: list[Backend], bar) -> list[Trace]:
-    """Step every problem's loop; each poll advances all ops in flight on an engine."""
-    traces: list[Trace | None] = [None] * len(loops)
-    waiting: dict[int, int] = {}
-
-    def advance(i: int, done: Done | None) -> None:
-        try:
-            op = loops[i].send(done)
-        except StopIteration as stop:
-            traces[i] = stop.value
-            bar.update(1)
-            return
-        waiting[id(op)] = i
-        op.session.backend.submit(op)
-
-    for i in range(len(loops)):
-        advance(i, None)
-    while waiting:
-        for backend in backends:
-            for done in backend.poll():
-                advance(waiting.pop(id(done.op)), done)
-    return traces

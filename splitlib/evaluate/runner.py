@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from splitlib import grading, provenance, runs
 from splitlib.decoder_service import DecodeFn
 from splitlib.evaluate.methods import Method
@@ -39,6 +37,7 @@ from splitlib.evaluate.records import (
     stale_path,
     stale_summary,
 )
+from splitlib.progressbar import progress_bar
 from splitlib.seeds import derive_seed
 from splitlib.trace import Trace
 
@@ -157,6 +156,9 @@ def _run_batch(batch: list[_Job], decode_fn: DecodeFn, protocol: EvalProtocol) -
     preload = getattr(decode_fn, "preload", None)
     if preload is not None:  # this method's engines, loaded before the clock starts; a service with max_loaded
         preload([method])  # releases there the models of earlier methods that this one does not use
+    warm_up = getattr(decode_fn, "warm_up", None)
+    if warm_up is not None:  # one-off costs of a decoding path (new kernel shapes), paid before the clock starts
+        warm_up(method, [j.problem["question"] for j in batch], protocol.sampling, protocol.max_new_tokens)
     start = time.perf_counter()
     traces = decode_fn(method, [j.problem["question"] for j in batch], [j.seed for j in batch], protocol.sampling,
                        protocol.max_new_tokens)
@@ -193,7 +195,7 @@ def evaluate(methods: Sequence[Method], problems: Sequence[Any], protocol: EvalP
     if todo and preload is not None:  # start engines before the clock of the first batch starts
         preload(list({j.method.name: j.method for j in todo}.values()))
     log.info("%s: %d of %d samples to run (%d already done)", path, len(todo), len(jobs), len(jobs) - len(todo))
-    with tqdm(total=len(todo), disable=not progress, desc="evaluate", unit="sample") as bar:
+    with progress_bar(total=len(todo), disable=not progress, desc="evaluate", unit="sample") as bar:
         for batch in _batches(todo, batch_size):
             runs.append_jsonl(path, _run_batch(batch, decode_fn, protocol))
             bar.update(len(batch))
