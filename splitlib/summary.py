@@ -37,7 +37,7 @@ def page(run_dir: str | Path) -> str:
               f"{hw.get('cpu', '?')}, {hw.get('cpu_count', '?')} CPUs, GPUs: {', '.join(hw.get('gpus') or []) or 'none'}. "
               "Details: [manifest.json](manifest.json)."), "",
               "## Notebooks", "", "| notebook | status | time | executed copy | figures |", "|---|---|---|---|---|"]
-    for rec in manifest.get("notebooks", []):
+    for rec in sorted(manifest.get("notebooks", []), key=lambda r: r.get("name", "")):  # pipeline order (NN_ names)
         name = rec.get("name", "?")
         executed = f"notebooks/{name}.ipynb"
         copy = f"[{executed}]({executed})" if (run / executed).exists() else "—"
