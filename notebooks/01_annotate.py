@@ -70,7 +70,7 @@ n_traces: Optional[int] = None  # first n traces; null: all
 annotator: str = "surprisal"  # surprisal | llm | oracle
 annotator_params: dict = {"steps": "toy", "aggregate": "mean", "unit": "chars", "batch_size": 64,
                           "max_batch_tokens": 16384}  # passed to splitlib.annotate.get_annotator (llm: model is the served name)
-target_fraction: float = 0.2  # share of each trace to mark (paper 0.2); toy: hard steps are 18-22 % of characters
+target_fraction: float = 0.15  # share of each trace to mark (paper 0.2); toy 0.15 < the hard steps' 18-22 % of characters
 small_model: Optional[str] = None  # surprisal model + tokenizer for token fractions; null: outputs/<run>/models/small
 api_key_env: Optional[str] = None  # llm: NAME of the environment variable with the API key (never the key itself)
 concurrency: int = 8  # llm: requests in flight
@@ -81,6 +81,8 @@ retry_failures: bool = False  # attempt again the traces that failed in an earli
 sft_source: str = "annotator"  # what annotated.jsonl (SFT's input) holds: annotator | oracle (toy only)
 n_render: int = 4  # annotated traces shown with their spans highlighted
 position_bins: int = 200  # bins of the position profile (paper Fig. 7)
+min_token_recall: float = 0.7  # toy: acceptance check, the annotator's token recall against the oracle
+min_token_precision: float = 0.5  # toy: acceptance check, the annotator's token precision against the oracle
 serve: dict = {}  # {} or {annotator: vllm serve settings (splitlib.serve.ServerSpec)}: a server started here for the llm annotator
 
 # %%
@@ -194,9 +196,11 @@ for unit, curves in profiles.items():
 # %% [markdown]
 # ## 5 · Agreement with the ground truth (toy world)
 # Precision, recall and F1 of the marked tokens (and characters) against `oracle`, pooled over all traces. The
-# acceptance check asks `surprisal` for recall ≥ 0.8 and precision ≥ 0.5 in tokens. `surprisal` finds what is hard *for the small
-# model*: where that differs from the oracle (say the small model also fails a step next to a hard one), precision
-# and recall say so.
+# acceptance check asks the annotator for token recall ≥ `min_token_recall` and precision ≥ `min_token_precision`.
+# `surprisal` finds what is hard *for the small model*: where that differs from the oracle (say the small model also
+# fails a step next to a hard one), precision and recall say so. The toy profile marks less than the hard share on
+# purpose (`target_fraction` 0.15), so that its annotations miss some hard steps as real annotators do, and asks
+# for recall ≥ 0.7 (params/toy/01_annotate.yaml says why).
 
 # %%
 scores = {}
@@ -236,7 +240,8 @@ metrics = {
 }
 if P.dataset == "toy" and P.annotator in scores:
     tokens = scores[P.annotator]["tokens"]
-    metrics["acceptance"] = {"recall_at_least_0.8": tokens["recall"] >= 0.8, "precision_at_least_0.5": tokens["precision"] >= 0.5}
+    metrics["acceptance"] = {f"recall_at_least_{P.min_token_recall}": tokens["recall"] >= P.min_token_recall,
+                             f"precision_at_least_{P.min_token_precision}": tokens["precision"] >= P.min_token_precision}
 runs.atomic_write_json(out / "metrics.json", metrics)
 runs.write_step_manifest(out, "01_annotate", as_dict(P))
 print("wrote", out / "metrics.json")

@@ -62,6 +62,8 @@ class AnnotateParams(Common):
     sft_source: Literal["annotator", "oracle"]  # what annotated.jsonl (the SFT input) holds; oracle: toy only
     n_render: int  # annotated traces rendered with their spans highlighted
     position_bins: int  # bins of the position profile (paper Fig. 7: 200)
+    min_token_recall: float  # toy: the annotator's token recall against the oracle that the acceptance check asks for
+    min_token_precision: float  # toy: the annotator's token precision against the oracle that the check asks for
     serve: dict[str, Any]  # {} or {annotator: a vllm serve spec (splitlib.serve)}: the llm annotator then talks to that server, started here
 
     def __post_init__(self) -> None:
@@ -84,6 +86,8 @@ class AnnotateParams(Common):
         check(0 <= self.max_failure_fraction <= 1, "max_failure_fraction", self.max_failure_fraction, "a fraction in [0, 1]")
         check(self.n_render >= 0, "n_render", self.n_render, "an integer >= 0")
         check(self.position_bins >= 1, "position_bins", self.position_bins, "an integer >= 1")
+        for key in ("min_token_recall", "min_token_precision"):
+            check(0 <= getattr(self, key) <= 1, key, getattr(self, key), "a fraction in [0, 1]")
         check_serve("serve", self.serve, {"annotator": "the llm annotator's model"})
         check("annotator" not in self.serve or self.annotator == "llm", "serve", self.serve,
               "a server for the llm annotator only (annotator: llm)")
