@@ -34,17 +34,21 @@
 # `paper_fixed_format` (0.25), whose only earnable point here is for well-formed, non-empty spans. `paper_accuracy`
 # and `tagged_char_fraction` are logged with weight 0, so both modes plot accuracy and offload fraction.
 #
+# **Arms.** Every arm starts from the same SFT model: one per mode (`paper`, `offload`: the same rewards, only the
+# rollouts differ), then one offload-mode arm `rl4e_<w>` per weight of `rl4e_latency_weights`: rl4e with its latency
+# term (the simulator's price of the rollout's trace) weighted `w` instead of 0.5. Notebook 05 evaluates them all.
+#
 # **Toy sampling.** SFT on the toy's annotations already yields a near-deterministic small model: at the paper's
 # temperature 0.7 all 8 rollouts of a prompt are identical, every reward has zero spread within the group, and GRPO
 # has no signal (the weights do not move). The toy profile samples at temperature 1.0, where about one rollout in five
 # departs from the SFT behaviour (a tag missed, added or left open), which gives GRPO something to compare.
 #
-# A mode whose `model/` exists with the same settings (`train_settings.json`) is not retrained.
+# An arm whose `model/` exists with the same settings (`train_settings.json`) is not retrained.
 #
 # | | |
 # |---|---|
 # | inputs | `outputs/<run>/02_sft/model/` (02), `outputs/<run>/models/big/` (00; offload mode), training problems (toy: `data/train.jsonl`) |
-# | outputs | `outputs/<run>/03_grpo/<mode>/{model/, train_settings.json, train_metrics.json, metrics.json}`, `03_grpo/{metrics.json, curves.png}` |
+# | outputs | `outputs/<run>/03_grpo/<arm>/{model/, train_settings.json, train_metrics.json, metrics.json}`, `03_grpo/{metrics.json, curves.png}` |
 # | runtime | smoke ≈ 35 s · toy ≈ 1 min for both modes (2 CPU cores; measured 64 s) · paper: GPUs, vLLM rollouts, 5,000 prompts |
 
 # %%
@@ -72,6 +76,7 @@ seed: int = 0  # every random choice derives from it
 progress: bool = True  # progress bars
 overwrite: bool = False  # True: write into a run made with other parameters (it refuses otherwise: splitlib.runrecord)
 modes: list[str] = ["offload", "paper"]  # paper: small model alone samples | offload: rollouts really offload to the big model
+rl4e_latency_weights: list[float] = [0.0, 1.0, 2.0]  # one offload-mode arm rl4e_<w> per weight: rl4e's latency weight (offload arm: 0.5)
 big_model: Optional[str] = None  # offload mode; null: outputs/<run>/models/big (00); else a hub id or local directory
 dataset: str = "toy"  # toy: outputs/<run>/data/train.jsonl | openr1: OpenR1-Math-220k questions | specr: the authors' GRPO subset
 openr1: dict = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
@@ -106,7 +111,7 @@ progressbar.setup(P.progress)  # JupyterLab: widget bars; papermill: a few log l
 out = run / "03_grpo"
 sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
 big = None
-if "offload" in P.modes:
+if launch.needs_big(as_dict(P)):  # an offload-mode arm
     big = runs.in_run(run, P.big_model) or str(runs.require(run / "models" / "big" / "config.json",
                                           made_by="notebooks/00_models.ipynb").parent)
 if P.dataset == "toy":
@@ -130,26 +135,26 @@ print(f"{len(problems)} training problems; gold read from `{P.gold}`; e.g. {prob
 display(pd.DataFrame({"reward": P.rewards, "weight": P.reward_weights}).set_index("reward").T)
 
 # %% [markdown]
-# ## 2 · Training, one mode after the other
+# ## 2 · Training, one arm after the other
 # The preset's TRL settings, overridden by the parameters above (those left `null` keep the preset's value).
 
 # %%
 base_params = launch.trl_params(as_dict(P), launch.GRPO_KEYS, "grpo_overrides")
-rollout_params = launch.rollout_params(as_dict(P)["rollout"])
 inputs = launch.grpo_inputs(sft_dir, problems, P.gold)  # hashes of the SFT model and the problems
 
 # %%
 results, provenances = {}, {}
-for mode in P.modes:
-    params = {**base_params, **({"rollout": rollout_params} if mode == "offload" else {})}
-    provenances[mode] = settings = launch.grpo_settings(mode, inputs, big, P.rewards, P.reward_weights, params,
-                                                        P.prompt_style)
+for name, arm in launch.grpo_arms(as_dict(P)).items():
+    params = launch.arm_params(base_params, as_dict(P)["rollout"], arm["mode"])
+    provenances[name] = settings = launch.grpo_settings(arm["mode"], inputs, big, P.rewards, P.reward_weights,
+                                                        params, P.prompt_style, arm["reward_overrides"])
     # offload mode with `serve.big`: a vllm serve of the big model runs for the training, stopped after it
-    train = partial(launch.train_mode, as_dict(P), mode, sft_dir, big, problems, params, run, P.progress)
-    results[mode], reused = runs.reuse_or_build(out / mode, settings, train, result="train_metrics.json",
+    train = partial(launch.train_mode, as_dict(P), arm["mode"], sft_dir, big, problems, params, run, P.progress,
+                    arm=name, reward_overrides=arm["reward_overrides"])
+    results[name], reused = runs.reuse_or_build(out / name, settings, train, result="train_metrics.json",
                                                 settings_file="train_settings.json", requires=["model/config.json"])
-    print(f"{mode}: reusing {out / mode / 'model'} (same settings); delete it to retrain" if reused else
-          f"{mode}: {results[mode]['global_steps']} steps in {results[mode]['train_wall_s']:.0f} s")
+    print(f"{name}: reusing {out / name / 'model'} (same settings)" if reused else
+          f"{name}: {results[name]['global_steps']} steps in {results[name]['train_wall_s']:.0f} s")
 
 # %% [markdown]
 # ## 3 · Reward, offload fraction and accuracy over training
@@ -164,7 +169,7 @@ display(fig)
 
 # %% [markdown]
 # ## 4 · Did the weights move?
-# Each mode's model against the SFT model it started from (max |Δ| over all tensors).
+# Each arm's model against the SFT model it started from (max |Δ| over all tensors).
 
 # %%
 summary = {}
@@ -181,7 +186,7 @@ assert all(s["weights_changed"]["changed"] or not s["learning_signal"] for s in 
     "a GRPO mode with a learning signal left every weight unchanged"
 
 # %%
-metrics = {"modes": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems),
+metrics = {"arms": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems),
            "prompt_style": style.describe()}
 runs.atomic_write_json(out / "metrics.json", metrics)
 runs.write_step_manifest(out, "03_grpo", as_dict(P), {"provenance": provenances})  # what determined each model

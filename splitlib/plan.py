@@ -152,7 +152,7 @@ def stage_needs(params: dict[str, Any], run_dir: Path | None, cuda: bool) -> lis
     if (g := params.get("03_grpo")) is not None:
         s = StageNeeds("03_grpo", _device(g.device, cuda))
         s.models.append(ModelUse("02_sft/model", "small", "train", n_params("02_sft/model", run_dir, small_id)))
-        if "offload" in g.modes:
+        if "offload" in g.modes or g.rl4e_latency_weights:
             big = g.big_model or big_id
             if "big" in g.serve:
                 _served(s, g.serve["big"], big, "big", run_dir)

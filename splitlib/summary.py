@@ -98,8 +98,8 @@ def _sft(m: dict) -> list[str]:
 
 
 def _grpo(m: dict) -> list[str]:
-    return [f"mode {mode}: {r['steps']} steps, reward {r['reward_first']:.3g} -> {r['reward_last']:.3g}, offload "
-            f"{_pct(r['offload_fraction_first'])} -> {_pct(r['offload_fraction_last'])}" for mode, r in m["modes"].items()]
+    return [f"arm {mode}: {r['steps']} steps, reward {r['reward_first']:.3g} -> {r['reward_last']:.3g}, offload "
+            f"{_pct(r['offload_fraction_first'])} -> {_pct(r['offload_fraction_last'])}" for mode, r in m["arms"].items()]
 
 
 def _random(m: dict) -> list[str]:

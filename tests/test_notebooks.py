@@ -59,8 +59,8 @@ def test_02_sft_changed_the_weights_and_measured_tag_usage(run):
 
 def test_03_grpo_trained_each_mode_and_changed_its_weights(run):
     m = metrics(run, "03_grpo")
-    assert set(m["modes"]) == {"paper", "offload"}
-    for mode, row in m["modes"].items():
+    assert set(m["arms"]) == {"paper", "offload", "rl4e_0", "rl4e_2"}
+    for mode, row in m["arms"].items():
         assert row["weights_changed"]["changed"], mode
         assert row["steps"] >= 1 and (run / "03_grpo" / mode / "model" / "config.json").exists()
 

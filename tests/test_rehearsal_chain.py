@@ -80,8 +80,8 @@ def test_02_trained_the_stand_in_with_the_paper_recipe(run):
 
 def test_03_trained_both_modes_and_offload_rollouts_reached_the_served_big_model(run):
     m = metrics(run, "03_grpo")
-    assert set(m["modes"]) == {"paper", "offload"}
-    for mode, row in m["modes"].items():
+    assert set(m["arms"]) == {"paper", "offload"}
+    for mode, row in m["arms"].items():
         assert row["steps"] == 2, mode
         # random stand-ins score every completion alike: no learning signal, so GRPO leaves the weights as they are
         assert row["weights_changed"]["changed"] or not row["learning_signal"], mode

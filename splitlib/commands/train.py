@@ -104,7 +104,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print("note: this machine would refuse it:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 0
     with runlock.acquire(run_dir, f"splitreason train --stage {args.stage} --profile {args.profile}"):
-        if args.stage != "grpo" or "offload" not in params["modes"] or "big" not in params["serve"]:
+        from splitlib.training.launch import needs_big  # imported here: it loads TRL
+
+        if args.stage != "grpo" or not needs_big(params) or "big" not in params["serve"]:
             return subprocess.run(command, check=False).returncode  # the processes join this lock
         return _with_big_server(params, run_dir, command)
 

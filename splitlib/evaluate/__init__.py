@@ -11,12 +11,15 @@ The parts, each importing only those above it:
 - ``stats``: rows → numbers: ``aggregate`` (accuracy with a t- or bootstrap interval per method),
   ``paired_difference``, ``gap_recovered``, per-run accuracies, timing, ``write_metrics``.
 - ``claim``: learned vs random offloading at the same realised offload (``match_random``, ``claim``).
+- ``arms``: the trained checkpoints side by side (``grpo_block``: accuracy, offload, tag failures, a paired
+  difference between two GRPO arms).
 - ``report``: tables, a figure and Markdown (no I/O).
 - ``inputs``: model references and benchmark problems inside a run directory.
 
 Notebooks use the names below as ``ev.<name>`` (``from splitlib import evaluate as ev``).
 """
 
+from splitlib.evaluate.arms import grpo_block, tag_failures
 from splitlib.evaluate.claim import best_method, claim, gap_recovered_ci, match_random, random_ratio_for
 from splitlib.evaluate.inputs import load_problems, open_decoder, resolve_model_ref
 from splitlib.evaluate.methods import KEY, Method, methods_from_rows, methods_table
@@ -61,6 +64,7 @@ __all__ = [
     "evaluate",
     "gap_recovered",
     "gap_recovered_ci",
+    "grpo_block",
     "load_problems",
     "make_protocol",
     "match_random",
@@ -84,6 +88,7 @@ __all__ = [
     "speedup_over",
     "stale_path",
     "t_quantile",
+    "tag_failures",
     "time_per_problem",
     "write_metrics",
 ]

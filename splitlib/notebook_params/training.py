@@ -183,6 +183,7 @@ class GRPOParams(Common):
     NOTEBOOK: ClassVar[str] = "03_grpo"
 
     modes: list[Literal["paper", "offload"]]  # paper: small model alone samples; offload: rollouts really offload
+    rl4e_latency_weights: list[float]  # one more offload-mode arm rl4e_<w> per weight: rl4e's latency weight (rewards must hold rl4e)
     big_model: str | None  # offload mode: null = outputs/<run>/models/big (notebook 00); else hub id or dir
     dataset: Literal["toy", "openr1", "specr"]  # toy: outputs/<run>/data/train.jsonl; openr1: OpenR1-Math-220k questions; specr: the authors' GRPO subset
     openr1: OpenR1Spec  # dataset: openr1 only
@@ -213,6 +214,11 @@ class GRPOParams(Common):
               "a non-empty list of distinct modes from paper, offload")
         check(self.n_prompts is None or self.n_prompts >= 1, "n_prompts", self.n_prompts, "null (all) or an integer >= 1")
         _check_prompt_style(self.prompt_style, "grpo")
+        weights = self.rl4e_latency_weights
+        check(all(w >= 0 for w in weights) and len({f"{w:g}" for w in weights}) == len(weights), "rl4e_latency_weights",
+              weights, "distinct latency weights >= 0 (each one an offload-mode arm rl4e_<w>)")
+        check(not weights or "rl4e" in self.rewards, "rl4e_latency_weights", weights,
+              "[] unless the rewards hold rl4e (the arms vary its latency weight)")
         from splitlib.rewards import REWARDS  # imported here: math-verify is slow to import
 
         unknown = [r for r in self.rewards if r not in REWARDS]
@@ -230,5 +236,6 @@ class GRPOParams(Common):
               f"completions per step that are a multiple of num_generations={n} (whole groups)")
         check(self.gold == "answer" or self.dataset != "toy", "gold", self.gold, "answer for dataset: toy (no worked solutions)")
         check_serve("serve", self.serve, {"big": "big_model, for offload-mode rollouts"})
-        check("big" not in self.serve or ("offload" in self.modes and self.rollout.big_backend == "openai"), "serve",
+        offload = "offload" in self.modes or bool(self.rl4e_latency_weights)
+        check("big" not in self.serve or (offload and self.rollout.big_backend == "openai"), "serve",
               self.serve, "a big-model server only for offload mode with rollout.big_backend: openai")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,11 +84,25 @@ def rollout_problems(problems: Sequence[Any], dataset: Dataset) -> dict[str, Rol
     }
 
 
-def reward_functions(names: Sequence[str]) -> list:
-    """The registered rewards, looked up by name (``splitlib.rewards``)."""
+def reward_functions(names: Sequence[str], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list:
+    """The registered rewards, looked up by name (``splitlib.rewards``); ``overrides`` maps a configurable reward's
+    name (one with a frozen ``config``, e.g. ``rl4e``) to fields of that config, e.g. ``{"rl4e": {"latency_weight":
+    1.0}}``; the reward keeps its name, so TRL logs it under the same column."""
     if not names:
         raise ValueError(f"no reward names; pick from {', '.join(rewards.REWARDS.names())}")
-    return [rewards.REWARDS[n] for n in names]
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"reward overrides for {unknown}, which are not among the rewards {list(names)}")
+    chosen = []
+    for name in names:
+        fn = rewards.REWARDS[name]
+        if name in overrides:
+            if not hasattr(fn, "config"):
+                raise ValueError(f"reward {name!r} has no settings to override (only configurable rewards: rl4e)")
+            fn = dataclasses.replace(fn, config=dataclasses.replace(fn.config, **overrides[name]))
+        chosen.append(fn)
+    return chosen
 
 
 def step_logs(log_history: Sequence[Mapping[str, Any]], rollout_history: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -159,6 +174,7 @@ def run_grpo(
     progress: bool = True,
     prompt_style: prompts.PromptStyle | str | None = None,
     gold: GoldRule = "answer",
+    reward_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """GRPO from the model in ``model_dir`` (its tokenizer must have the control tokens); saves to ``out_dir``.
 
@@ -170,6 +186,7 @@ def run_grpo(
     where the config has that engine (the paper preset on a GPU) and ``hf`` elsewhere (on CPU TRL's weight sync
     into vLLM fails).
     ``prompt_style``: the rollout prompts (``splitlib.prompts``, stage ``grpo``; None: ``project``).
+    ``reward_overrides``: settings of configurable rewards (``reward_functions``), e.g. rl4e's latency weight.
     Returns metrics: per-step logs (TRL's rewards per function, completion lengths, loss; in offload mode the
     step's mean offload fraction and accuracy under ``rollout/``), measured wall seconds, steps.
     """
@@ -209,7 +226,7 @@ def run_grpo(
     try:
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=reward_functions(reward_names),
+            reward_funcs=reward_functions(reward_names, reward_overrides),
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,

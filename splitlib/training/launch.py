@@ -75,14 +75,30 @@ def grpo_inputs(sft_dir: Path, problems: Sequence[Mapping[str, Any]], gold: str 
 
 def grpo_settings(mode: str, inputs: Mapping[str, str], big: str | None, rewards: Sequence[str],
                   reward_weights: Sequence[float], params: Mapping[str, Any],
-                  prompt_style: str = "project") -> dict[str, Any]:
-    """What one GRPO mode's model is reused under (offload mode adds the big model and its hash), with the prompt
-    style (its id: a hash of its texts)."""
+                  prompt_style: str = "project",
+                  reward_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """What one GRPO arm's model is reused under (offload mode adds the big model and its hash), with the prompt
+    style (its id: a hash of its texts) and, when set, the arm's reward settings."""
     offload = mode == "offload"
     return {"mode": mode, "sha256": dict(inputs), "big_model": big if offload else None,
             "big_model_hash": provenance.model_hash(big) if offload else None,
             "rewards": list(rewards), "reward_weights": list(reward_weights), "params": dict(params),
-            "prompt": prompts.style("grpo", prompt_style).describe()}
+            "prompt": prompts.style("grpo", prompt_style).describe(),
+            **({"reward_overrides": {k: dict(v) for k, v in reward_overrides.items()}} if reward_overrides else {})}
+
+
+def grpo_arms(p: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Notebook 03's arms, all from the same SFT model: each mode of ``modes`` with the rewards as given (arm name =
+    mode), then one offload-mode arm ``rl4e_<w>`` per weight of ``rl4e_latency_weights`` (rl4e's latency weight)."""
+    arms: dict[str, dict[str, Any]] = {m: {"mode": m, "reward_overrides": {}} for m in p["modes"]}
+    for weight in p["rl4e_latency_weights"]:
+        arms[f"rl4e_{weight:g}"] = {"mode": "offload", "reward_overrides": {"rl4e": {"latency_weight": weight}}}
+    return arms
+
+
+def needs_big(p: Mapping[str, Any]) -> bool:
+    """Whether any arm of notebook 03 rolls out with the big model (offload mode)."""
+    return any(a["mode"] == "offload" for a in grpo_arms(p).values())
 
 
 def reuse_or_train(directory: Path, settings: Mapping[str, Any], train: Callable[[], dict]) -> tuple[dict, bool]:
@@ -139,44 +155,55 @@ def train_grpo(p: Mapping[str, Any]) -> dict:
     out = run / "03_grpo"
     sft_dir = runs.require(run / "02_sft" / "model" / "config.json", made_by="notebooks/02_sft.ipynb").parent
     big = None
-    if "offload" in p["modes"]:
+    if needs_big(p):
         big = runs.in_run(run, p["big_model"]) or str(runs.require(run / "models" / "big" / "config.json",
                                                  made_by="notebooks/00_models.ipynb").parent)
     problems = grpo_problems(p, run)
     base_params = trl_params(p, GRPO_KEYS, "grpo_overrides")
     fingerprints = grpo_inputs(sft_dir, problems, p["gold"])
     done = {}
-    for mode in p["modes"]:
-        offload = mode == "offload"
-        params = {**base_params, **({"rollout": rollout_params(p["rollout"])} if offload else {})}
-        settings = grpo_settings(mode, fingerprints, big, p["rewards"], p["reward_weights"], params, p["prompt_style"])
+    for name, arm in grpo_arms(p).items():
+        params = arm_params(base_params, p["rollout"], arm["mode"])
+        settings = grpo_settings(arm["mode"], fingerprints, big, p["rewards"], p["reward_weights"], params,
+                                 p["prompt_style"], arm["reward_overrides"])
 
-        def train(mode: str = mode, params: dict = params) -> dict:
-            return train_mode(p, mode, sft_dir, big, problems, params, run, p["progress"] and is_main_process())
+        def train(name: str = name, arm: dict = arm, params: dict = params) -> dict:
+            return train_mode(p, arm["mode"], sft_dir, big, problems, params, run, p["progress"] and is_main_process(),
+                              arm=name, reward_overrides=arm["reward_overrides"])
 
-        result, reused = reuse_or_train(out / mode, settings, train)
-        done[f"03_grpo/{mode}"] = {"reused": reused, "steps": result["global_steps"],
+        result, reused = reuse_or_train(out / name, settings, train)
+        done[f"03_grpo/{name}"] = {"reused": reused, "steps": result["global_steps"],
                                    "train_wall_s": result["train_wall_s"]}
     return done
 
 
+def arm_params(base_params: Mapping[str, Any], rollout: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """``run_grpo``'s params for one arm: the TRL params, and offload mode's decoder settings."""
+    return {**base_params, **({"rollout": rollout_params(rollout)} if mode == "offload" else {})}
+
+
 def train_mode(p: Mapping[str, Any], mode: str, sft_dir: str | Path, big: str | None, problems: Sequence[Any],
-               params: Mapping[str, Any], run: Path, progress: bool) -> dict:
-    """One mode of notebook 03's training. Offload mode with ``serve.big`` reaches the big model on a ``vllm serve``
-    started for the training and stopped after it; a launch over several processes reaches the one server that
-    ``splitreason train`` started (its URL in ``SPLITREASON_BIG_BASE_URL``) instead. The server's address is not
-    part of the settings a model is reused under (``grpo_settings`` gets ``params`` without it)."""
+               params: Mapping[str, Any], run: Path, progress: bool, arm: str | None = None,
+               reward_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+    """One arm of notebook 03's training (``arm``: its folder under 03_grpo/, default the mode's name). Offload mode
+    with ``serve.big`` reaches the big model on a ``vllm serve`` started for the training and stopped after it; a
+    launch over several processes reaches the one server that ``splitreason train`` started (its URL in
+    ``SPLITREASON_BIG_BASE_URL``) instead. The server's address is not part of the settings a model is reused under
+    (``grpo_settings`` gets ``params`` without it)."""
+    folder = run / "03_grpo" / (arm or mode)
+
     def train(params: Mapping[str, Any]) -> dict:
-        return run_grpo(sft_dir, big if mode == "offload" else None, problems, run / "03_grpo" / mode / "model",
+        return run_grpo(sft_dir, big if mode == "offload" else None, problems, folder / "model",
                         mode=mode, reward_names=p["rewards"], reward_weights=p["reward_weights"], params=params,
-                        progress=progress, prompt_style=p["prompt_style"], gold=p["gold"])
+                        progress=progress, prompt_style=p["prompt_style"], gold=p["gold"],
+                        reward_overrides=reward_overrides)
 
     if mode != "offload" or "big" not in p["serve"]:
         return train(params)
     served = os.environ.get(BIG_URL_ENV)
     if served:
         return train(with_big_server(params, {"base_url": served, "tokenizer": big}))
-    with serve.serve_all({"big": {"model": big, **p["serve"]["big"]}}, run / "03_grpo" / "offload") as servers:
+    with serve.serve_all({"big": {"model": big, **p["serve"]["big"]}}, folder) as servers:
         return train(with_big_server(params, serve.backend_options(servers["big"])))
 
 
