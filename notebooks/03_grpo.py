@@ -49,7 +49,7 @@
 # |---|---|
 # | inputs | `outputs/<run>/02_sft/model/` (02), `outputs/<run>/models/big/` (00; offload mode), training problems (toy: `data/train.jsonl`) |
 # | outputs | `outputs/<run>/03_grpo/<arm>/{model/, train_settings.json, train_metrics.json, metrics.json}`, `03_grpo/{metrics.json, curves.png}` |
-# | runtime | smoke ≈ 35 s · toy ≈ 1 min for both modes (2 CPU cores; measured 64 s) · paper: GPUs, vLLM rollouts, 5,000 prompts |
+# | runtime | smoke ≈ 1 min · toy ≈ 4 min for five arms of 32 steps (2 CPU cores; measured: offload-mode arms 45-50 s each, paper 11 s, plus loading) · paper: GPUs, vLLM rollouts, 5,000 prompts |
 
 # %%
 import logging
