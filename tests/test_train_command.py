@@ -131,7 +131,7 @@ def calls(notebook: str) -> set[str]:
 def test_the_notebooks_build_their_training_arguments_and_settings_with_the_launchs_functions() -> None:
     """One piece of code builds what is trained and what it is reused under, for the notebook and the launch."""
     assert {"launch.trl_params", "launch.sft_settings"} <= calls("02_sft")
-    assert {"launch.trl_params", "launch.rollout_params", "launch.grpo_inputs", "launch.grpo_settings"} <= calls(
+    assert {"launch.trl_params", "launch.grpo_arms", "launch.arm_params", "launch.grpo_inputs", "launch.grpo_settings"} <= calls(
         "03_grpo")
 
 
