@@ -31,25 +31,37 @@
 # most at 40 % offloaded characters whatever the problem. The toy profile therefore uses
 # `rl4e` (1.0): the rollout's accuracy minus 0.5 × its simulated latency relative to the big model alone (offload
 # mode prices the real trace; paper mode, without a trace, pays 2 × the offloaded share above 5 %), plus
-# `paper_fixed_format` (0.25), whose only earnable point here is for well-formed, non-empty spans. `paper_accuracy`
-# and `tagged_char_fraction` are logged with weight 0, so both modes plot accuracy and offload fraction.
+# `paper_fixed_format` (0.25), whose only earnable point here is for well-formed, non-empty spans. `paper_accuracy`,
+# `tagged_char_fraction` and `tag_failure` are logged with weight 0, so both modes plot accuracy, offload fraction and
+# tag failures (`tag_failure`: 1 where a rollout's tags are unbalanced or, on the toy, a hard step is written without
+# being offloaded — the definition notebook 05 counts, `splitlib.tag_failures`; offload-mode rollouts carry the tags
+# and the big model's spans, so the check applies to them as deployed).
 #
 # **Arms.** Every arm starts from the same SFT model: one per mode (`paper`, `offload`: the same rewards, only the
 # rollouts differ), then one offload-mode arm `rl4e_<w>` per weight of `rl4e_latency_weights`: rl4e with its latency
 # term (the simulator's price of the rollout's trace) weighted `w` instead of 0.5. Notebook 05 evaluates them all.
 #
-# **Toy sampling.** SFT on the toy's annotations already yields a near-deterministic small model: at the paper's
-# temperature 0.7 all 8 rollouts of a prompt are identical, every reward has zero spread within the group, and GRPO
-# has no signal (the weights do not move). The toy profile samples at temperature 1.0, where about one rollout in five
-# departs from the SFT behaviour (a tag missed, added or left open), which gives GRPO something to compare.
+# **Toy sampling.** The toy SFT model is close to deterministic: at the paper's temperature 0.7 the 8 rollouts of a
+# prompt were often identical, every reward had zero spread within the group, and GRPO had no signal. The toy profile
+# samples at temperature 1.0, where the rollouts of one prompt differ in which hard steps they hand off (the SFT data
+# marks only some of them: notebook 01's `target_fraction`), which gives GRPO something to compare.
 #
-# An arm whose `model/` exists with the same settings (`train_settings.json`) is not retrained.
+# **Is the policy improving?** Per step, the curves of §3 show each reward component, the rollouts' offload fraction,
+# accuracy and tag failures. Rollouts are sampled, so a held-out evaluation runs beside them (`eval_every`,
+# `heldout_problems`; `splitlib.training.heldout`): at step 0 (the SFT model), every `eval_every` steps and at the end,
+# the current policy and the frozen big model split-decode the first `heldout_problems` problems of the toy world's
+# test split (those 04 and 05 evaluate; never trained on), greedily, with the rollouts' decoder settings — for
+# paper-mode arms too. It records accuracy, offloaded tokens and tag failures in `train_metrics.json` (`heldout`).
+#
+# An arm whose `model/` exists with the same settings (`train_settings.json`) is not retrained. The held-out
+# evaluation's settings are part of them (when it is on): it does not change the model, but its curve is recorded
+# during training and cannot be redone for a reused model.
 #
 # | | |
 # |---|---|
 # | inputs | `outputs/<run>/02_sft/model/` (02), `outputs/<run>/models/big/` (00; offload mode), training problems (toy: `data/train.jsonl`) |
-# | outputs | `outputs/<run>/03_grpo/<arm>/{model/, train_settings.json, train_metrics.json, metrics.json}`, `03_grpo/{metrics.json, curves.png}` |
-# | runtime | smoke ≈ 1 min · toy ≈ 4 min for five arms of 32 steps (2 CPU cores; measured: offload-mode arms 45-50 s each, paper 11 s, plus loading) · paper: GPUs, vLLM rollouts, 5,000 prompts |
+# | outputs | `outputs/<run>/03_grpo/<arm>/{model/, train_settings.json, train_metrics.json (per-step logs, held-out evaluations), metrics.json}`, `03_grpo/{metrics.json, curves.png}` |
+# | runtime | smoke ≈ 1 min · toy ≈ 7.5 min for five arms of 32 steps (2 CPU cores, measured 436 s: each arm 66-119 s, of which 40-62 s are its five held-out evaluations of 64 problems, 8-13 s each; without them ≈ 4 min) · paper: GPUs, vLLM rollouts, 5,000 prompts (held-out evaluation off) |
 
 # %%
 import logging
@@ -76,7 +88,7 @@ seed: int = 0  # every random choice derives from it
 progress: bool = True  # progress bars
 overwrite: bool = False  # True: write into a run made with other parameters (it refuses otherwise: splitlib.runrecord)
 modes: list[str] = ["offload", "paper"]  # paper: small model alone samples | offload: rollouts really offload to the big model
-rl4e_latency_weights: list[float] = [0.0, 1.0, 2.0]  # one offload-mode arm rl4e_<w> per weight: rl4e's latency weight (offload arm: 0.5)
+rl4e_latency_weights: list[float] = [0.0, 4.0, 16.0]  # one offload-mode arm rl4e_<w> per weight: rl4e's latency weight (offload arm: 0.5)
 big_model: Optional[str] = None  # offload mode; null: outputs/<run>/models/big (00); else a hub id or local directory
 dataset: str = "toy"  # toy: outputs/<run>/data/train.jsonl | openr1: OpenR1-Math-220k questions | specr: the authors' GRPO subset
 openr1: dict = {"source": "open-r1/OpenR1-Math-220k", "config": "default", "only_correct": False,
@@ -87,8 +99,8 @@ n_prompts: Optional[int] = None  # first n training problems; null: all
 preset: str = "toy"  # splitlib.training.configs.GRPO_PRESETS: paper | toy | smoke (the fields below override it)
 device: str = "auto"  # auto | cpu | cuda
 prompt_style: str = "project"  # splitlib.prompts: authors (the recipe's system prompt + problem, ends <｜Assistant｜>) | project (problem, hint, instruction; <think> opened)
-rewards: list[str] = ["rl4e", "paper_fixed_format", "paper_accuracy", "tagged_char_fraction"]  # splitlib.rewards names
-reward_weights: list[float] = [1.0, 0.25, 0.0, 0.0]  # one per reward; weight 0: logged only
+rewards: list[str] = ["rl4e", "paper_fixed_format", "paper_accuracy", "tagged_char_fraction", "tag_failure"]  # splitlib.rewards names
+reward_weights: list[float] = [1.0, 0.25, 0.0, 0.0, 0.0]  # one per reward; weight 0: logged only
 max_steps: Optional[int] = 32  # optimizer steps per mode
 num_generations: Optional[int] = 8  # completions per prompt
 per_device_train_batch_size: Optional[int] = 8  # completions per device per micro-step: 1 prompt x 8
@@ -103,6 +115,8 @@ rollout: dict = {"policy_params": {}, "big_chunk_tokens": 8, "max_offload_tokens
                  "takeback_threshold": 0.5, "big_backend": "hf", "big_backend_options": {},
                  "policy_engine": "hf"}  # offload mode: the decoder (policy_engine vllm: the batch decodes together)
 serve: dict = {}  # {} or {big: vllm serve settings; its model is big_model}: offload rollouts reach the big model there (big_backend: openai)
+eval_every: int = 8  # held-out split decoding every n steps (and at step 0 and the end); 0: off (toy dataset only)
+heldout_problems: int = 32  # the first n problems of data/test.jsonl (the split 04 and 05 evaluate on), greedy
 
 # %%
 P = load_from_notebook("03_grpo", globals(), _names_before)
@@ -141,13 +155,14 @@ display(pd.DataFrame({"reward": P.rewards, "weight": P.reward_weights}).set_inde
 # %%
 base_params = launch.trl_params(as_dict(P), launch.GRPO_KEYS, "grpo_overrides")
 inputs = launch.grpo_inputs(sft_dir, problems, P.gold)  # hashes of the SFT model and the problems
+heldout = launch.heldout_settings(as_dict(P), launch.heldout_problems(as_dict(P), run))  # None: eval_every 0
 
 # %%
 results, provenances = {}, {}
 for name, arm in launch.grpo_arms(as_dict(P)).items():
     params = launch.arm_params(base_params, as_dict(P)["rollout"], arm["mode"])
     provenances[name] = settings = launch.grpo_settings(arm["mode"], inputs, big, P.rewards, P.reward_weights,
-                                                        params, P.prompt_style, arm["reward_overrides"])
+                                                        params, P.prompt_style, arm["reward_overrides"], heldout)
     # offload mode with `serve.big`: a vllm serve of the big model runs for the training, stopped after it
     train = partial(launch.train_mode, as_dict(P), arm["mode"], sft_dir, big, problems, params, run, P.progress,
                     arm=name, reward_overrides=arm["reward_overrides"])
@@ -157,13 +172,22 @@ for name, arm in launch.grpo_arms(as_dict(P)).items():
           f"{name}: {results[name]['global_steps']} steps in {results[name]['train_wall_s']:.0f} s")
 
 # %% [markdown]
-# ## 3 · Reward, offload fraction and accuracy over training
-# Offload mode: the offload fraction and accuracy of the rollouts themselves (the deployed system). Paper mode: the
-# share of characters the small model tagged, and the accuracy of its own answer (`paper_accuracy`).
+# ## 3 · Rewards, offload, accuracy and tag failures over training
+# Per step and arm: the total reward, each reward of nonzero weight (its unweighted mean over the step's rollouts),
+# and three numbers of the rollouts: offload fraction and accuracy (offload mode: the rollouts themselves, the
+# deployed system; paper mode: the share of characters the small model tagged and the accuracy of its own answer,
+# `paper_accuracy`) and tag failures (`tag_failure`: unbalanced tags, or a toy hard step written without being
+# offloaded). Rollouts are sampled (temperature above), so these curves are noisy.
+#
+# Below them, the held-out evaluation (`eval_every`, `heldout_problems`): at step 0 (the SFT model), every
+# `eval_every` steps and at the end, the current policy and the frozen big model split-decode the same held-out
+# problems greedily (the decoder of notebook 05), whatever the arm's rollout mode: the deployed system's accuracy,
+# tag failures and offloaded tokens on problems it never trained on.
 
 # %%
 curves = {mode: report.grpo_curves(r["steps"]) for mode, r in results.items()}
-fig = figures.grpo_curves_figure(curves)
+heldout_curves = {mode: report.heldout_curve(r.get("heldout", [])) for mode, r in results.items()}
+fig = figures.grpo_curves_figure(curves, dict(zip(P.rewards, P.reward_weights)), heldout_curves)
 fig.savefig(out / "curves.png", dpi=120, bbox_inches="tight")
 display(fig)
 
@@ -177,13 +201,24 @@ for mode, r in results.items():
     summary[mode] = {"steps": r["global_steps"], "train_wall_s": r["train_wall_s"],
                      "weights_changed": report.weights_changed(sft_dir, out / mode / "model"),
                      "learning_signal": report.had_learning_signal(r["steps"]),  # LR > 0, rewards differing in a group
-                     **report.curve_summary(curves[mode])}  # means over the first and last quarter of the steps
+                     **report.curve_summary(curves[mode]),  # means over the first and last quarter of the steps
+                     **report.heldout_summary(heldout_curves[mode])}  # held-out: at step 0 (SFT) and at the end
     runs.atomic_write_json(out / mode / "metrics.json", summary[mode])
 table = pd.DataFrame(summary).T
 table["max_abs_diff"] = [s["weights_changed"]["max_abs_diff"] for s in summary.values()]
 display(table.drop(columns="weights_changed"))
 assert all(s["weights_changed"]["changed"] or not s["learning_signal"] for s in summary.values()), \
     "a GRPO mode with a learning signal left every weight unchanged"
+
+# %% [markdown]
+# ## 5 · Did the policy improve on problems it never trained on?
+# Per arm, the held-out split decoding at step 0 (`first`: the SFT model, the same for every arm) and at the end
+# (`last`), beside the rollouts' tag failures (means over the first and the last quarter of the steps; sampled).
+
+# %%
+display(table[["heldout_accuracy_first", "heldout_accuracy_last", "heldout_tag_failure_rate_first",
+               "heldout_tag_failure_rate_last", "heldout_offload_token_fraction_last", "tag_failure_first",
+               "tag_failure_last"]])
 
 # %%
 metrics = {"arms": summary, "rewards": dict(zip(P.rewards, P.reward_weights)), "n_prompts": len(problems),

@@ -4,7 +4,7 @@ notebook 05 (tag failures, the paired difference)."""
 import pandas as pd
 import pytest
 
-from splitlib.evaluate.arms import arm_key, grpo_block, tag_outcome
+from splitlib.evaluate.arms import arm_key, grpo_block, grpo_table, tag_outcome
 from splitlib.training.grpo import reward_functions
 from splitlib.training.launch import grpo_arms, grpo_settings, needs_big
 
@@ -15,8 +15,10 @@ def test_arms_are_the_modes_then_one_offload_arm_per_latency_weight():
     arms = grpo_arms({"modes": ["offload", "paper"], "rl4e_latency_weights": [0.0, 1.0, 0.25]})
     assert list(arms) == ["offload", "paper", "rl4e_0", "rl4e_1", "rl4e_0.25"]
     assert arms["rl4e_1"] == {"mode": "offload", "reward_overrides": {"rl4e": {"latency_weight": 1.0}}}
-    assert needs_big({"modes": ["paper"], "rl4e_latency_weights": [1.0]})
-    assert not needs_big({"modes": ["paper"], "rl4e_latency_weights": []})
+    off = {"eval_every": 0, "heldout_problems": 4}
+    assert needs_big({"modes": ["paper"], "rl4e_latency_weights": [1.0], **off})
+    assert not needs_big({"modes": ["paper"], "rl4e_latency_weights": [], **off})
+    assert needs_big({"modes": ["paper"], "rl4e_latency_weights": [], **off, "eval_every": 2})  # held-out: split
 
 
 def test_settings_of_an_arm_without_overrides_are_unchanged_so_earlier_models_stay_reusable():
@@ -68,3 +70,5 @@ def test_grpo_block_keys_accuracy_failures_and_the_paired_difference():
     assert block["grpo_offload"]["tag_failure_rate"] == 0.0 and block["grpo_paper"]["tag_failure_rate"] == 1.0
     assert block["grpo_offload_minus_grpo_paper"]["diff"] == pytest.approx(0.5)
     assert [arm_key(n) for n in ("grpo-rl4e_1", "grpo-paper", "sft")] == ["rl4e_1", "grpo_paper", "sft"]
+    table = grpo_table(block)  # notebook 05's view: one row per checkpoint, the paired difference left out
+    assert list(table.index) == ["grpo_offload", "grpo_paper"] and table.loc["grpo_paper", "accuracy"] == 0.5

@@ -19,7 +19,7 @@ The parts, each importing only those above it:
 Notebooks use the names below as ``ev.<name>`` (``from splitlib import evaluate as ev``).
 """
 
-from splitlib.evaluate.arms import grpo_block, tag_failures
+from splitlib.evaluate.arms import grpo_block, grpo_table, tag_failures
 from splitlib.evaluate.claim import best_method, claim, gap_recovered_ci, match_random, random_ratio_for
 from splitlib.evaluate.inputs import load_problems, open_decoder, resolve_model_ref
 from splitlib.evaluate.methods import KEY, Method, methods_from_rows, methods_table
@@ -65,6 +65,7 @@ __all__ = [
     "gap_recovered",
     "gap_recovered_ci",
     "grpo_block",
+    "grpo_table",
     "load_problems",
     "make_protocol",
     "match_random",

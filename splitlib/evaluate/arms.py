@@ -1,9 +1,8 @@
 """The trained checkpoints side by side (notebook 05's ``grpo`` block): accuracy with its CI, offload, how often the
 tags fail, and the paired difference between two GRPO arms.
 
-A generation's tags fail when they are unbalanced (``splitlib.tags.check``) or, on the toy world, when a hard step
-(a ``bonus`` clause, ``splitlib.toy.world.step_spans``) is written without being offloaded. A span that runs over
-more than one line (a "runaway" span, which the decoder closes when the generation ends) is counted apart.
+A generation's tags fail as ``splitlib.tag_failures.tag_outcome`` says (unbalanced, or on the toy world a hard step
+written without being offloaded); a "runaway" span over more than one line is counted apart.
 """
 
 from __future__ import annotations
@@ -13,8 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from splitlib import tags
 from splitlib.evaluate.stats import paired_difference
+from splitlib.tag_failures import tag_outcome
+
+__all__ = ["arm_key", "tag_failures", "tag_outcome"]  # tag_outcome lives in splitlib.tag_failures (GRPO logs it too)
 
 
 def arm_key(checkpoint: str) -> str:
@@ -22,25 +23,6 @@ def arm_key(checkpoint: str) -> str:
     -> ``rl4e_1`` (notebook 03's arm name), ``sft`` -> ``sft``."""
     name = checkpoint.removeprefix("grpo-") if checkpoint.startswith("grpo-rl4e") else checkpoint
     return name.replace("-", "_")
-
-
-def _hard_clauses(plain: str) -> list[tuple[int, int]]:
-    from splitlib.toy.world import step_spans  # the toy world's steps; its bonus clauses are the hard ones
-
-    return [(a, b) for a, b in step_spans(plain) if plain[a:b].startswith(" bonus ")]
-
-
-def tag_outcome(generation: str, hard_steps: bool) -> dict[str, Any]:
-    """One generation's tags: ``balanced``, ``hard_steps`` (toy: bonus clauses written), ``hard_missed`` (those not
-    inside an offloaded span; with unbalanced tags every one counts as missed), ``runaway`` (a span over a line
-    break) and ``failure`` (unbalanced, or a hard step missed)."""
-    check = tags.check(generation)
-    plain = tags.strip_tags(generation)
-    spans = tags.spans(generation) if check.balanced else []
-    clauses = _hard_clauses(plain) if hard_steps else []
-    missed = sum(not any(s <= a and b <= e for s, e in spans) for a, b in clauses)
-    return {"balanced": check.balanced, "hard_steps": len(clauses), "hard_missed": missed,
-            "runaway": any("\n" in plain[s:e] for s, e in spans), "failure": not check.balanced or missed > 0}
 
 
 def tag_failures(rows: Sequence[Mapping[str, Any]], hard_steps: bool) -> pd.DataFrame:
@@ -81,3 +63,8 @@ def grpo_block(rows: Sequence[Mapping[str, Any]], summary: pd.DataFrame, checkpo
         block[f"{arm_key(a)}_minus_{arm_key(b)}"] = {"diff": diff["diff"], "ci": [diff["ci_low"], diff["ci_high"]],
                                                      "n_problems": diff["n_problems"]}
     return block
+
+
+def grpo_table(block: Mapping[str, Any]) -> pd.DataFrame:
+    """``grpo_block``'s checkpoints as a table, one row each (the paired differences left out)."""
+    return pd.DataFrame({name: entry for name, entry in block.items() if "accuracy" in entry}).T

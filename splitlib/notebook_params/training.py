@@ -207,9 +207,17 @@ class GRPOParams(Common):
     grpo_overrides: dict[str, Any]  # any other trl.GRPOConfig field
     rollout: RolloutSpec  # offload mode only
     serve: dict[str, Any]  # {} or {big: a vllm serve spec (splitlib.serve; model = big_model)}: offload rollouts reach the big model there (rollout.big_backend: openai)
+    eval_every: int  # held-out split-decoding evaluation every n optimizer steps (and at step 0 and the end); 0 = off
+    heldout_problems: int  # the first n problems of the toy world's test split, decoded greedily by policy and big model
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(self.eval_every >= 0 and self.heldout_problems >= 0, "eval_every", (self.eval_every,
+              self.heldout_problems), "eval_every and heldout_problems integers >= 0 (0: no held-out evaluation)")
+        check(self.eval_every == 0 or self.dataset == "toy", "eval_every", self.eval_every,
+              "0 unless dataset is toy (the held-out problems are the toy world's test split)")
+        check(self.eval_every == 0 or "big" not in self.serve, "eval_every", self.eval_every,
+              "0 with serve.big (the held-out evaluation loads the big model itself)")
         check(len(self.modes) >= 1 and len(set(self.modes)) == len(self.modes), "modes", self.modes,
               "a non-empty list of distinct modes from paper, offload")
         check(self.n_prompts is None or self.n_prompts >= 1, "n_prompts", self.n_prompts, "null (all) or an integer >= 1")

@@ -27,6 +27,7 @@ Families:
   minus ``latency_weight · latency_cost``, the trace's simulated seconds over the big model's alone for the same
   prompt and length; without a trace, minus ``budget_weight · max(0, offload_fraction - target_offload)``.
 - ``tagged_char_fraction``: a metric, not a reward — the offloaded share of characters, logged with weight 0.
+- ``tag_failure``: a metric, not a reward — 1.0 where the tags fail (``splitlib.tag_failures``), logged with weight 0.
 
 Modules: ``base`` (the registry, TRL's inputs), imported by ``paper`` (the paper's rewards and their repaired
 variant) and ``latency`` (``rl4e`` and the ``tagged_char_fraction`` metric), which do not import each other.
@@ -41,6 +42,7 @@ from splitlib.rewards.latency import (
     make_rl4e,
     rl4e,
     simulated_latency_cost,
+    tag_failure,
     tagged_char_fraction,
 )
 from splitlib.rewards.paper import (
@@ -73,5 +75,5 @@ __all__ = [
     "fixed_tag_count_score", "lenient_char_coverage", "make_rl4e", "paper", "paper_accuracy",
     "paper_accuracy_score", "paper_count_term", "paper_coverage_ratio", "paper_fixed", "paper_fixed_format",
     "paper_fixed_tag_count", "paper_format", "paper_nesting_ok", "paper_tag_count", "rl4e", "scaffold_score",
-    "simulated_latency_cost", "tagged_char_fraction", "token_coverage_ratio",
+    "simulated_latency_cost", "tag_failure", "tagged_char_fraction", "token_coverage_ratio",
 ]

@@ -1,5 +1,6 @@
 """Latency-aware rewards, the project's own (the paper's objective has no latency term, PAPER_FACTS §6):
-``rl4e`` / ``make_rl4e(...)``, and the ``tagged_char_fraction`` metric that GRPO logs with weight 0."""
+``rl4e`` / ``make_rl4e(...)``, and the ``tagged_char_fraction`` and ``tag_failure`` metrics that GRPO logs with
+weight 0."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from splitlib import grading, tags
 from splitlib.rewards.base import REWARDS, completion_texts, gold_answers, gold_rules, per_completion
+from splitlib.tag_failures import tag_outcome
 from splitlib.trace import Trace
 
 LatencyFn = Callable[[Trace], float]  # a trace -> its latency cost (1.0 = as slow as the big model alone)
@@ -124,3 +126,12 @@ def tagged_char_fraction(completions: Sequence[Any], **kwargs: Any) -> list[floa
     """A metric to log with weight 0, not a reward: characters inside ``<bigmodel>`` spans over the untagged text
     (``lenient_char_coverage``), so that GRPO logs an offload fraction in either rollout mode."""
     return [lenient_char_coverage(t) for t in completion_texts(completions)]
+
+
+@REWARDS.register("tag_failure")
+def tag_failure(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """A metric to log with weight 0, not a reward: 1.0 where the completion's tags fail (unbalanced, or a toy hard
+    step written outside every offloaded span: ``splitlib.tag_failures.tag_outcome``), else 0.0. Offload-mode
+    completions carry the tags and the big model's spans (``rollout.completion_from_trace``), so the check holds
+    there too. Text without the toy's ``, bonus`` clauses is judged on balance alone."""
+    return [float(tag_outcome(t, hard_steps=True)["failure"]) for t in completion_texts(completions)]

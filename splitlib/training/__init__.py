@@ -6,6 +6,8 @@
 - ``grpo``: ``grpo_dataset``, ``run_grpo`` (modes ``paper`` and ``offload``).
 - ``rollout``: the offload ``rollout_func`` (ids, ``env_mask``, seeds, log-probabilities) over any
   ``splitlib.decoder_service.DecodeFn``; ``offload_decoder`` builds the real one.
+- ``heldout``: a ``TrainerCallback`` that split-decodes held-out problems with the current policy during GRPO.
+- ``report`` / ``figures``: notebook 02's and 03's numbers and figures (GRPO curves per step and arm).
 """
 
 from splitlib.training.configs import GRPO_PRESETS, SFT_PRESETS, device_flags, grpo_config, sft_config

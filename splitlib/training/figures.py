@@ -4,6 +4,7 @@ display, no global state, no files), from the data functions of ``splitlib.train
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from splitlib.training.report import COMPONENT
 
 _CORRECT = {True: ("correct", "tab:green"), False: ("wrong", "tab:gray")}
 _ALIGNMENT = {"span_precision": "spans on a\nhard step", "clause_recall": "hard steps\ninside a span",
@@ -86,31 +89,78 @@ def tag_usage_figure(records: Sequence[Mapping[str, Any]], usage: Mapping[str, A
     return fig
 
 
-_CURVES = {"reward": ("total reward (weighted)", "reward", False),
-           "offload_fraction": ("offloaded share (characters)", "offloaded share", True),
-           "accuracy": ("accuracy", "accuracy", True)}
+@dataclass(frozen=True)
+class _Panel:
+    title: str
+    column: str
+    ylabel: str
+    share: bool  # a share in [0, 1]: percent ticks, seen from 0
+    heldout: bool = False  # drawn from the held-out evaluations (markers at the evaluated steps)
 
 
-def grpo_curves_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
-    """Reward, offloaded share and accuracy per GRPO step (``report.grpo_curves``), one line per mode: integer step
-    ticks, a y label on every panel, one legend beside the panels; a panel without values says so."""
-    fig = Figure(figsize=(14, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(_CURVES))
-    for ax, (column, (title, ylabel, share)) in zip(axes, _CURVES.items()):
-        for i, (mode, c) in enumerate(curves.items()):  # modes differ in line and marker too (equal curves overlap)
-            ok = c[column].notna()
-            if ok.any():
-                ax.plot(c.loc[ok, "step"], c.loc[ok, column], marker="os^D"[i % 4], markersize=4,
-                        linestyle=("-", "--", ":", "-.")[i % 4], label=mode)
-        if not ax.lines:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        if share:  # shares from 0 (a little room below, so that a 0 curve is not hidden in the axis); accuracy to 100 %
-            top = 1.05 if column == "accuracy" else max(ax.get_ylim()[1], 0.05)
-            ax.set_ylim(-0.03 * top, top)
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set(xlabel="step", ylabel=ylabel, title=title)
+def _panels(components: Mapping[str, float], heldout: bool) -> list[_Panel]:
+    """Total reward, each weighted reward component, the rollouts' offload, accuracy and tag failures, and (with
+    held-out evaluations) their accuracy, tag failures and offloaded tokens."""
+    panels = [_Panel("total reward (weighted)", "reward", "reward", False)]
+    panels += [_Panel(f"reward {name} (weight {w:g})", COMPONENT + name, "mean (unweighted)", False)
+               for name, w in components.items() if w != 0]
+    panels += [_Panel("rollouts: offloaded share (characters)", "offload_fraction", "offloaded share", True),
+               _Panel("rollouts: accuracy", "accuracy", "accuracy", True),
+               _Panel("rollouts: tag failures", "tag_failure", "share of rollouts", True)]
+    if heldout:
+        panels += [_Panel("held-out: accuracy (split, greedy)", "accuracy", "accuracy", True, True),
+                   _Panel("held-out: tag failures", "tag_failure_rate", "share of problems", True, True),
+                   _Panel("held-out: offloaded tokens", "offload_token_fraction", "offloaded share", True, True)]
+    return panels
+
+
+def _draw_panel(ax: Axes, panel: _Panel, frames: Mapping[str, pd.DataFrame], smooth_steps: int) -> None:
+    """One line per arm; per-step curves (sampled rollouts: noisy) as their running mean over ``smooth_steps``
+    steps, the raw values faint behind it; held-out evaluations as they are, markers at the evaluated steps."""
+    for i, (arm, c) in enumerate(frames.items()):  # arms differ in line and marker too (equal curves overlap)
+        ok = c[panel.column].notna() if panel.column in c else pd.Series(False, index=c.index)
+        if not ok.any():
+            continue
+        x, y = c.loc[ok, "step"], c.loc[ok, panel.column]
+        if not panel.heldout and smooth_steps > 1:
+            raw = ax.plot(x, y, linewidth=0.6, alpha=0.25)
+            ax.plot(x, y.rolling(smooth_steps, min_periods=1).mean(), color=raw[0].get_color(),
+                    linestyle=("-", "--", ":", "-.")[i % 4], marker="os^Dv"[i % 5], markersize=3, label=arm)
+        else:
+            ax.plot(x, y, marker="os^Dv"[i % 5], markersize=6 if panel.heldout else 3,
+                    linestyle=("-", "--", ":", "-.")[i % 4], label=arm)
+    if not ax.lines:
+        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if panel.share:  # shares from 0 (a little room below, so that a 0 curve is not hidden in the axis)
+        top = 1.05 if panel.column == "accuracy" else max(ax.get_ylim()[1], 0.05)
+        ax.set_ylim(-0.03 * top, top)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set(xlabel="step", ylabel=panel.ylabel, title=panel.title)
+
+
+def grpo_curves_figure(curves: Mapping[str, pd.DataFrame], reward_weights: Mapping[str, float] | None = None,
+                       heldout: Mapping[str, pd.DataFrame] | None = None, ncols: int = 3,
+                       smooth_steps: int = 4) -> Figure:
+    """Per GRPO step, one line per arm (``report.grpo_curves``): total reward, each reward of nonzero weight in
+    ``reward_weights`` (name -> weight), the rollouts' offloaded share, accuracy and tag failures; with ``heldout``
+    (arm -> ``report.heldout_curve``), the held-out split-decoding accuracy, tag failures and offloaded tokens at
+    the evaluated steps. Per-step curves are drawn as running means over ``smooth_steps`` steps (1: raw), the raw
+    values faint behind them. Integer step ticks, a y label on every panel, one legend beside the panels."""
+    has_heldout = any(len(h) for h in (heldout or {}).values())
+    panels = _panels(dict(reward_weights or {}), has_heldout)
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.2 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, panel in zip(axes, panels):
+        _draw_panel(ax, panel, heldout if panel.heldout else curves, smooth_steps)
+    for ax in axes[len(panels):]:
+        ax.remove()  # the grid's unused cells
     handles, labels = next(((a.get_legend_handles_labels()) for a in axes if a.lines), ([], []))
     if handles:
-        fig.legend(handles, labels, title="GRPO mode", loc="outside right upper", fontsize="small")
+        fig.legend(handles, labels, title="GRPO arm", loc="outside right upper", fontsize="small")
+    if smooth_steps > 1:
+        fig.suptitle(f"per-step curves: running mean over {smooth_steps} steps (raw values faint)"
+                     + ("; held-out: greedy split decoding at the evaluated steps" if has_heldout else ""),
+                     fontsize="medium")
     return fig

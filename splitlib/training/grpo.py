@@ -26,6 +26,7 @@ from splitlib.grading import GoldRule, gold_text
 from splitlib.progressbar import draws
 from splitlib.registry import Registry
 from splitlib.training.configs import grpo_config, precision, train_and_save
+from splitlib.training.heldout import HeldoutCallback, HeldoutConfig
 from splitlib.training.rollout import (
     OffloadRollout,
     RolloutProblem,
@@ -175,6 +176,7 @@ def run_grpo(
     prompt_style: prompts.PromptStyle | str | None = None,
     gold: GoldRule = "answer",
     reward_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    heldout: HeldoutConfig | None = None,
 ) -> dict:
     """GRPO from the model in ``model_dir`` (its tokenizer must have the control tokens); saves to ``out_dir``.
 
@@ -187,6 +189,8 @@ def run_grpo(
     into vLLM fails).
     ``prompt_style``: the rollout prompts (``splitlib.prompts``, stage ``grpo``; None: ``project``).
     ``reward_overrides``: settings of configurable rewards (``reward_functions``), e.g. rl4e's latency weight.
+    ``heldout``: held-out split-decoding evaluations during training (``splitlib.training.heldout``; offload mode
+    shares the rollouts' decoder), returned under ``heldout``; None: none.
     Returns metrics: per-step logs (TRL's rewards per function, completion lengths, loss; in offload mode the
     step's mean offload fraction and accuracy under ``rollout/``), measured wall seconds, steps.
     """
@@ -222,7 +226,10 @@ def run_grpo(
     rollout = None
     if mode == "offload":
         rollout = build_offload_rollout(problems, dataset, tokenizer, big_dir, rollout_params, args.seed, prompt_style)
-    trainer = None
+    trainer = callback = None
+    if heldout is not None:
+        shared = (rollout.decode_fn, rollout.route) if rollout is not None else None
+        callback = HeldoutCallback(heldout, tokenizer, prompt_style, decoder=shared)
     try:
         trainer = GRPOTrainer(
             model=model,
@@ -231,9 +238,12 @@ def run_grpo(
             train_dataset=dataset,
             processing_class=tokenizer,
             rollout_func=rollout,
+            callbacks=[callback] if callback is not None else None,
         )
         result, wall_s = train_and_save(trainer, tokenizer, out_dir, progress)
     finally:
+        if callback is not None:
+            callback.close()
         _release_engines(trainer, rollout)
     log.info("GRPO (%s): %d steps in %.1f s", mode, result.global_step, wall_s)
     return {
@@ -245,4 +255,5 @@ def run_grpo(
         "reward_names": list(reward_names),
         "prompt_style": prompt_style.describe(),
         "model_dir": str(out_dir),
+        "heldout": callback.results if callback is not None else [],
     }

@@ -23,6 +23,7 @@ from typing import Any
 
 from splitlib import data, prompts, provenance, runlock, runs, serve
 from splitlib.training.grpo import run_grpo
+from splitlib.training.heldout import HeldoutConfig
 from splitlib.training.sft import run_sft
 
 log = logging.getLogger(__name__)
@@ -76,15 +77,18 @@ def grpo_inputs(sft_dir: Path, problems: Sequence[Mapping[str, Any]], gold: str 
 def grpo_settings(mode: str, inputs: Mapping[str, str], big: str | None, rewards: Sequence[str],
                   reward_weights: Sequence[float], params: Mapping[str, Any],
                   prompt_style: str = "project",
-                  reward_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                  reward_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                  heldout: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What one GRPO arm's model is reused under (offload mode adds the big model and its hash), with the prompt
-    style (its id: a hash of its texts) and, when set, the arm's reward settings."""
-    offload = mode == "offload"
+    style (its id: a hash of its texts) and, when set, the arm's reward settings and its held-out evaluation
+    (``heldout_settings``; the big model then counts in paper mode too)."""
+    offload = mode == "offload" or heldout is not None
     return {"mode": mode, "sha256": dict(inputs), "big_model": big if offload else None,
             "big_model_hash": provenance.model_hash(big) if offload else None,
             "rewards": list(rewards), "reward_weights": list(reward_weights), "params": dict(params),
             "prompt": prompts.style("grpo", prompt_style).describe(),
-            **({"reward_overrides": {k: dict(v) for k, v in reward_overrides.items()}} if reward_overrides else {})}
+            **({"reward_overrides": {k: dict(v) for k, v in reward_overrides.items()}} if reward_overrides else {}),
+            **({"heldout": dict(heldout)} if heldout else {})}
 
 
 def grpo_arms(p: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -97,8 +101,51 @@ def grpo_arms(p: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def needs_big(p: Mapping[str, Any]) -> bool:
-    """Whether any arm of notebook 03 rolls out with the big model (offload mode)."""
-    return any(a["mode"] == "offload" for a in grpo_arms(p).values())
+    """Whether notebook 03 needs the big model: an arm rolls out with it (offload mode), or held-out evaluations
+    decode with it (``eval_every`` > 0)."""
+    return any(a["mode"] == "offload" for a in grpo_arms(p).values()) or heldout_on(p)
+
+
+def heldout_on(p: Mapping[str, Any]) -> bool:
+    """Whether notebook 03 evaluates each arm on held-out problems during training."""
+    return p["eval_every"] > 0 and p["heldout_problems"] > 0
+
+
+def heldout_problems(p: Mapping[str, Any], run: Path) -> list[dict]:
+    """The held-out problems of the evaluations during training: the first ``heldout_problems`` of the toy world's
+    test split (``data/test.jsonl``, the problems notebooks 04 and 05 evaluate on, never trained on); [] when off."""
+    if not heldout_on(p):
+        return []
+    if p["dataset"] != "toy":
+        raise ValueError(f"eval_every={p['eval_every']} with dataset={p['dataset']!r}: held-out evaluation during "
+                         "GRPO reads the toy world's test split only; set eval_every: 0")
+    source = runs.require(run / "data" / "test.jsonl", made_by="notebooks/00_models.ipynb")
+    return data.load_toy(source.parent, "test")[: p["heldout_problems"]]
+
+
+def heldout_config(p: Mapping[str, Any], problems: Sequence[Mapping[str, Any]], big: str | None
+                   ) -> HeldoutConfig | None:
+    """``run_grpo``'s held-out evaluation: ``problems`` split-decoded with the policy and the big model ``big``,
+    with the rollouts' decoder settings (notebook 03's ``rollout``), every ``eval_every`` steps; None when off."""
+    if not heldout_on(p):
+        return None
+    if big is None:
+        raise ValueError("held-out evaluation (eval_every > 0) needs the big model; set big_model or eval_every: 0")
+    decoder = {k: v for k, v in rollout_params(p["rollout"]).items() if k != "policy_engine"}
+    return HeldoutConfig(problems=tuple(problems), big_dir=str(big), every_steps=p["eval_every"], decoder=decoder,
+                         hard_steps=p["dataset"] == "toy")
+
+
+def heldout_settings(p: Mapping[str, Any], problems: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The held-out evaluation's part of an arm's settings (None when off). The evaluation does not change the
+    model, but its curve is recorded during training and cannot be redone afterwards (no intermediate checkpoints
+    are kept), so an arm trained under other evaluation settings is retrained rather than reused with a curve that
+    does not match the parameters. Off, nothing is added: models trained before the evaluation existed stay
+    reusable."""
+    if not heldout_on(p):
+        return None
+    return {"every": p["eval_every"], "n": len(problems),
+            "problems": provenance.value_hash([(q["question"], q["answer"]) for q in problems])}
 
 
 def reuse_or_train(directory: Path, settings: Mapping[str, Any], train: Callable[[], dict]) -> tuple[dict, bool]:
@@ -161,11 +208,12 @@ def train_grpo(p: Mapping[str, Any]) -> dict:
     problems = grpo_problems(p, run)
     base_params = trl_params(p, GRPO_KEYS, "grpo_overrides")
     fingerprints = grpo_inputs(sft_dir, problems, p["gold"])
+    heldout = heldout_settings(p, heldout_problems(p, run))
     done = {}
     for name, arm in grpo_arms(p).items():
         params = arm_params(base_params, p["rollout"], arm["mode"])
         settings = grpo_settings(arm["mode"], fingerprints, big, p["rewards"], p["reward_weights"], params,
-                                 p["prompt_style"], arm["reward_overrides"])
+                                 p["prompt_style"], arm["reward_overrides"], heldout)
 
         def train(name: str = name, arm: dict = arm, params: dict = params) -> dict:
             return train_mode(p, arm["mode"], sft_dir, big, problems, params, run, p["progress"] and is_main_process(),
@@ -191,12 +239,13 @@ def train_mode(p: Mapping[str, Any], mode: str, sft_dir: str | Path, big: str | 
     ``SPLITREASON_BIG_BASE_URL``) instead. The server's address is not part of the settings a model is reused under
     (``grpo_settings`` gets ``params`` without it)."""
     folder = run / "03_grpo" / (arm or mode)
+    heldout = heldout_config(p, heldout_problems(p, run), big)  # None when eval_every is 0
 
     def train(params: Mapping[str, Any]) -> dict:
         return run_grpo(sft_dir, big if mode == "offload" else None, problems, folder / "model",
                         mode=mode, reward_names=p["rewards"], reward_weights=p["reward_weights"], params=params,
                         progress=progress, prompt_style=p["prompt_style"], gold=p["gold"],
-                        reward_overrides=reward_overrides)
+                        reward_overrides=reward_overrides, heldout=heldout)
 
     if mode != "offload" or "big" not in p["serve"]:
         return train(params)

@@ -186,28 +186,63 @@ def _first(row: Mapping[str, Any], keys: Sequence[str]) -> float:
     return math.nan
 
 
+COMPONENT = "reward/"  # grpo_curves' column prefix of each reward function's own per-step mean
+
+
+def _components(step_rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The reward functions TRL logged (``rewards/<name>/mean``), in the order first seen."""
+    names: dict[str, None] = {}
+    for row in step_rows:
+        names |= {k.split("/")[1]: None for k in row if k.startswith("rewards/") and k.endswith("/mean")}
+    return list(names)
+
+
 def grpo_curves(step_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Per logged step: ``reward`` (TRL's weighted total), ``offload_fraction`` and ``accuracy``.
+    """Per logged step: ``reward`` (TRL's weighted total), ``offload_fraction``, ``accuracy``, ``tag_failure`` (the
+    share of rollouts whose tags fail, the zero-weight metric reward ``tag_failure``; NaN when not among the
+    rewards) and ``reward/<name>``, each reward function's unweighted mean (TRL's ``rewards/<name>/mean``).
 
     Offload mode: the rollouts' own offload fraction and accuracy (``rollout/…``); paper mode: the zero-weight
     metric rewards ``tagged_char_fraction`` and ``paper_accuracy`` when they were among the rewards (else NaN).
     """
+    names = _components(step_rows)
+    columns = ["step", "reward", "offload_fraction", "accuracy", "tag_failure", *(COMPONENT + n for n in names)]
     rows = [{"step": r["step"], "reward": _first(r, ("reward",)),
-             **{name: _first(r, keys) for name, keys in _FIRST.items()}} for r in step_rows]
-    return pd.DataFrame.from_records(rows, columns=["step", "reward", "offload_fraction", "accuracy"])
+             **{name: _first(r, keys) for name, keys in _FIRST.items()},
+             "tag_failure": _first(r, ("rewards/tag_failure/mean",)),
+             **{COMPONENT + n: _first(r, (f"rewards/{n}/mean",)) for n in names}} for r in step_rows]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def heldout_curve(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """An arm's held-out evaluations during training (``run_grpo``'s ``heldout``), one row per evaluated step:
+    ``step``, ``accuracy``, ``offload_token_fraction``, ``tag_failure_rate``, ``n`` (empty when there were none)."""
+    columns = ["step", "accuracy", "offload_token_fraction", "tag_failure_rate", "n"]
+    return pd.DataFrame.from_records([{k: r[k] for k in columns} for r in results], columns=columns)
 
 
 def curve_summary(curves: pd.DataFrame, share: float = 0.25) -> dict[str, float | None]:
     """Mean of each curve over the first and the last ``share`` of the logged steps (at least one step each):
-    ``reward_first``, ``reward_last``, ``offload_fraction_first``, …; None where a curve has no values."""
+    ``reward_first``, ``reward_last``, ``offload_fraction_first``, …, ``tag_failure_last``; None where a curve has
+    no values."""
     if not 0 < share <= 1:
         raise ValueError(f"share={share}: expected a fraction in (0, 1]")
     k = max(1, round(len(curves) * share))
     out: dict[str, float | None] = {}
-    for column in ("reward", "offload_fraction", "accuracy"):
+    for column in ("reward", "offload_fraction", "accuracy", "tag_failure"):
         for part, frame in (("first", curves.head(k)), ("last", curves.tail(k))):
-            value = frame[column].mean()
-            out[f"{column}_{part}"] = None if pd.isna(value) else float(value)
+            value = frame[column].mean() if column in frame else None
+            out[f"{column}_{part}"] = None if value is None or pd.isna(value) else float(value)
+    return out
+
+
+def heldout_summary(heldout: pd.DataFrame) -> dict[str, float | None]:
+    """The held-out evaluation at the first and the last evaluated step (``heldout_accuracy_first``, …; None when
+    there was none): the SFT model against the trained policy."""
+    out: dict[str, float | None] = {}
+    for column in ("accuracy", "tag_failure_rate", "offload_token_fraction"):
+        for part, index in (("first", 0), ("last", -1)):
+            out[f"heldout_{column}_{part}"] = float(heldout[column].iloc[index]) if len(heldout) else None
     return out
 
 
