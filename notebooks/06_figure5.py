@@ -29,7 +29,9 @@
 # - **validation**: this run's methods decoded again at batch 1 (the latency a user sees), each trace priced by the
 #   `serial` simulator with the measured profile, compared with its measured wall time;
 # - the learned method's simulated speed-up over big-only (serial and pipelined) next to the measured one;
-# - accuracy against speed-up over big-only for every method of 04/05, simulated and (where timed) measured.
+# - accuracy against speed-up over big-only for every method of 04/05, simulated and (where timed) measured;
+# - the Pareto figure: every trained checkpoint (SFT, GRPO arms, rl4e weights) against small-only, big-only and
+#   the random-switch sweep, with the frontier of non-dominated points (`splitlib.pareto`).
 #
 # **Source.** With `source: run` (smoke, toy) everything below measures this run. With `source: paper`, or
 # `auto` (paper, rehearsal) when 05 has not run, §0 regenerates the paper's Figure 5, Figure 6's table and
@@ -40,9 +42,9 @@
 # | | |
 # |---|---|
 # | inputs | `04_random_switch/samples.jsonl`, `05_evaluate/{samples.jsonl, metrics.json, manifest.json}`, the run's models |
-# | outputs | `outputs/<run>/06_figure5/{figure5.png, figure5.pdf, speedup_paper.csv, speedup_measured.csv, profile.json, profile_rounds.json, profile_settings.json, timing_<i>.jsonl, validation.png, validation.csv, accuracy_vs_speedup.png, metrics.json, manifest.json}` |
+# | outputs | `outputs/<run>/06_figure5/{figure5.png, figure5.pdf, speedup_paper.csv, speedup_measured.csv, profile.json, profile_rounds.json, profile_settings.json, timing_<i>.jsonl, validation.png, validation.csv, accuracy_vs_speedup.png, pareto.png, pareto.pdf, metrics.json, manifest.json}` |
 # | outputs (`source: paper`) | `outputs/<run>/06_figure5/{figure5.png, figure5.pdf, figure5_speedup.csv, figure6.md, figure1.png, README.md, metrics.json, manifest.json}` |
-# | runtime | source paper: seconds · smoke < 1 min · toy ≈ 3.5 min (measured 213 s; 15 rounds of profiling and timing, 4 methods × 60 problems × 3 runs at batch 1, one CPU thread) · paper: GPU minutes |
+# | runtime | source paper: seconds · smoke < 1 min · toy ≈ 6 min (measured 339 s, 120 s before the arms were timed; 15 rounds of profiling and timing, 10 methods — 4 roles and 05's 6 checkpoints (`@arms`) — × 60 problems × 3 runs at batch 1, one CPU thread; a rerun with the same settings reuses the timing: 9 s) · paper: GPU minutes |
 
 # %%
 import json
@@ -54,7 +56,7 @@ import pandas as pd
 import torch
 
 from splitlib import decoder_service, evaluate as ev, paper_results, plots, profiling, provenance, runs
-from splitlib import decoding, paper_figures, paper_overlay, progressbar, runrecord, simulator, trace
+from splitlib import decoding, paper_figures, paper_overlay, pareto, progressbar, runrecord, simulator, trace
 from splitlib.notebook_params import load_from_notebook
 from splitlib.params import as_dict
 
@@ -92,7 +94,7 @@ torch_threads: int = 1  # CPU threads for profiling and timing (0: torch's defau
 backend_opts: dict = {}  # per model key ("base", "big", a checkpoint name): loader options of the timed backends
 timing_problems: int = 60  # problems decoded at batch 1 per timed method
 timing_runs: int = 3  # each timed problem decoded this many times; the median wall time is kept (noisy shared machine)
-timing_methods: list[str] = ["@small", "@big", "@learned", "@random"]  # 05/04 methods timed (names or @roles)
+timing_methods: list[str] = ["@small", "@big", "@learned", "@random", "@arms"]  # 05/04 methods timed (names, @small/@big/@learned/@random, @arms: every checkpoint of 05)
 validation_target: float = 0.15  # median |simulated - measured| / measured should be at most this
 
 # %%
@@ -169,10 +171,10 @@ if source == "run":
     if P.torch_threads:
         torch.set_num_threads(P.torch_threads)  # 2 threads on 2 busy shared cores stall each other (here: up to 10x)
     decoder = decoder_service.DecoderService(model_dirs, kind=P.profile_kind, decode=ev_metrics["decode"], backend_opts=P.backend_opts,
-                                            max_loaded=3)  # the profiled base and big models, plus a timed checkpoint
+                                            max_loaded=3)  # the profiled base and big (pinned), one timed checkpoint
     proto = ev.EvalProtocol(**ev_metrics["protocol"])
     problems = ev.load_problems(run, ev_params["benchmark"], ev_params["benchmark_source"], P.timing_problems)
-    timed_names = list(dict.fromkeys(method_of(m) for m in P.timing_methods if method_of(m)))
+    timed_names = pareto.resolve_methods(P.timing_methods, roles, ev_metrics.get("grpo", {}))  # @arms: 05's checkpoints
     timed = ev.methods_from_rows(rows, timed_names)
     settings = {"kind": P.profile_kind, "contexts": list(P.profile_contexts), "repeats": P.profile_repeats,
                 "rounds": P.profile_rounds, "torch_threads": P.torch_threads, "timed": timed_names,
@@ -183,7 +185,8 @@ if source == "run":
 # %%
 if source == "run":
     timed_profile = profiling.measure_with_timing(
-        out, settings, lambda: {"small": decoder.backend("small", "base"), "big": decoder.backend("big", "big")},
+        out, settings, lambda: {"small": decoder.backend("small", "base", pin=True),  # pinned: kept while timing
+                                "big": decoder.backend("big", "big", pin=True)},
         lambda path, n: ev.evaluate(timed, problems[:n], proto, decoder, path, progress=False, batch_size=1),
         len(problems), name=f"{P.run_name}-measured", device=runs.environment_info()["hardware"]["cpu"],
         rounds=P.profile_rounds, timing_runs=P.timing_runs, progress=P.progress, contexts=tuple(P.profile_contexts),
@@ -308,6 +311,30 @@ if source == "run":
     display(table.set_index("method")[["accuracy", "offload_token_fraction"]].join(speedup_by_method).round(3))
     display(fig_speed)
 
+# %% [markdown]
+# ## 7 · The trained checkpoints on the accuracy–speed-up plane (Pareto figure)
+# Every checkpoint of 05 decoded with split decoding (SFT, each GRPO arm, each rl4e latency weight), the learned
+# method of the claim, small-only, big-only and the random-switch sweep of 04: accuracy (95 % CI) against speed-up
+# over big-only, simulated (hollow) and measured at batch 1 (filled, the methods timed in §2, `@arms` among them).
+# The dashed step line joins the points no other point beats on both axes (the Pareto frontier, on the simulated
+# speed-up, which every point has). This is the toy analogue of the paper's two checkpoints, "1.35 %" (the 1.5B
+# offloading little, fast) and "5 %" (offloading more, more accurate): here the arms differ in how much they offload
+# and how often their tags fail, and the frontier says which of them a user should pick for a given speed-up.
+# On the toy run (measured here): every offload-mode arm (grpo-offload, rl4e_0/1/2) reaches 100 % at 10.6–10.7 %
+# offload and 2.48–2.49x simulated (2.0–2.1x measured), SFT 61 % and grpo-paper 11 % at about the same speed; the
+# claim's budgeted rl4e_1 (7.6 % offload, 100 %) is faster (2.75x simulated, 2.40x measured) and with small-only and
+# the fastest random ratios makes up the frontier — the toy's "5 %" checkpoint; no arm reaches the paper's "1.35 %"
+# regime (rl4e weights 0–2 barely move the offload), which the budget sweep of 05 shows costs all accuracy here.
+
+# %%
+if source == "run":
+    pareto_names = pareto.pareto_methods(table, ev_metrics.get("grpo", {}), claim)  # small, arms, learned, big, sweep
+    pareto_points = pareto.pareto_points(table, speedup_by_method, pareto_names)
+    fig_pareto = pareto.pareto_figure(table, pareto_points, claim)
+    for ext in ("png", "pdf"):
+        fig_pareto.savefig(out / f"pareto.{ext}", dpi=150, bbox_inches="tight")
+    display(pareto_points.set_index("method").round(3), fig_pareto)
+
 # %%
 if source == "run":
     metrics = {
@@ -320,7 +347,8 @@ if source == "run":
         "learned": {"method": claim["learned"], "offload_token_fraction": learned_offload,
                     "speedup_over_big": speedup_at_learned.to_dict()}, "speedup_by_method": speedup_json,
         "own_generation": {"prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens, "chunk": chunk,
-                           "switch": vars(switch)}, "profile": str(profile_path), "roles": roles}
+                           "switch": vars(switch)}, "profile": str(profile_path), "roles": roles,
+        "timed": timed_names, "pareto": pareto.pareto_block(pareto_points)}
 
 # %%
 if source == "run":

@@ -133,6 +133,7 @@ class DecoderService:
         self.prompt_style = prompt_style or prompts.DEFAULT_STYLE  # how every question becomes each model's prompt
         self._loaded: dict[tuple[str, str], Any] = {}  # (kind, target) -> backend, least recently used first
         self._in_use: frozenset[tuple[str, str]] = frozenset()  # keys of the route being served: never released
+        self._pinned: set[tuple[str, str]] = set()  # keys handed out with pin=True: never released by _make_room
         self._hashes: dict[str, str] = {}  # model target -> provenance.model_hash, computed once per service
         self._warned_top_k = False
         self._warmed: set[str] = set()  # policies that have run their warm-up in this process
@@ -142,9 +143,10 @@ class DecoderService:
         return {"engine": "splitlib.decoding", "kinds": self.kinds, "decode": self.decode,
                 "model_dirs": self.model_dirs, "prompt": self.prompt_style.id}
 
-    def backend(self, role: str, ref: Any) -> Any:
+    def backend(self, role: str, ref: Any, pin: bool = False) -> Any:
         """The backend for ``ref`` in ``role`` ("small"/"big"): loaded on first use, or ``ref`` itself when it is a
-        ready backend; None for None."""
+        ready backend; None for None. ``pin``: never released under ``max_loaded`` (only by ``release``/``close``),
+        for a caller that keeps the backend, e.g. a profiler measuring it between timed routes."""
         if ref is None or not isinstance(ref, str | Path):
             return ref
         from splitlib.backends import load_backend
@@ -156,6 +158,8 @@ class DecoderService:
             self._make_room()
             log.info("loading the %s backend for %s (%s)", key[0], ref, key[1])
             self._loaded[key] = load_backend(key[0], key[1], **self.backend_opts.get(str(ref), {}))
+        if pin:
+            self._pinned.add(key)
         return self._loaded[key]
 
     @property
@@ -167,6 +171,7 @@ class DecoderService:
         """Close the backends loaded for ``ref`` (a model key, directory or hub id) — in ``role`` only, or in both —
         and free their memory; the next use loads them again."""
         for r in (role,) if role else ("small", "big"):
+            self._pinned.discard(self._key(r, ref))
             backend = self._loaded.pop(self._key(r, ref), None)
             if backend is not None:
                 _close(backend)
@@ -174,6 +179,7 @@ class DecoderService:
     def close(self) -> None:
         """Close every loaded backend (each once) and free its memory. The service stays usable: a later call loads
         what it needs again."""
+        self._pinned.clear()
         while self._loaded:
             (kind, target), backend = self._loaded.popitem()
             log.info("closing the %s backend of %s", kind, target)
@@ -198,7 +204,7 @@ class DecoderService:
         fits (or none is left that may go)."""
         if self.max_loaded is None:
             return
-        for key in [k for k in self._loaded if k not in self._in_use]:
+        for key in [k for k in self._loaded if k not in self._in_use and k not in self._pinned]:
             if len(self._loaded) < self.max_loaded:
                 return
             log.info("releasing the %s backend of %s (max_loaded=%d)", key[0], key[1], self.max_loaded)

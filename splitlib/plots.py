@@ -159,16 +159,22 @@ _FILLS = ("none", "full", "left", "bottom")  # one fill style per kind of speed-
 
 
 def accuracy_vs_speedup(table: pd.DataFrame, speedups: Mapping[str, Mapping[str, float] | pd.Series],
-                        baseline: str = "big only") -> Figure:
+                        baseline: str = "big only", methods: Sequence[str] | None = None,
+                        labels: Mapping[str, str] | None = None,
+                        title: str = "accuracy against speed-up per method") -> Figure:
     """Accuracy (with CI bars) against speed-up over ``baseline``, per method and kind of speed-up.
 
     ``table``: ``evaluate.aggregate``'s frame (method, accuracy, ci_low, ci_high, sweep); ``speedups``: kind (say
     "simulated (serial)", "measured (batch 1)") → {method: speed-up}, e.g. ``evaluate.speedup_over``. Colour and
     marker per method as in ``accuracy_vs_offload``, fill per kind (the first hollow); one method's kinds joined
     by a thin line, a sweep's points of the first kind by a line of its colour. Methods without a speed-up are left
-    out; log x axis, a dashed line at 1 (as fast as the baseline).
+    out; log x axis, a dashed line at 1 (as fast as the baseline). ``methods``: only these, in this order (default:
+    every method of the table); ``labels``: method → text written beside its first-kind point (names of nearby points
+    stacked and joined to their point by a thin line).
     """
     _require_columns(table, ("method", "accuracy", "ci_low", "ci_high"), "accuracy_vs_speedup")
+    if methods is not None:
+        table = table.set_index("method").loc[[m for m in methods if m in set(table["method"])]].reset_index()
     if not speedups or len(speedups) > len(_FILLS):
         raise ValueError(f"speedups: expected 1–{len(_FILLS)} kinds, got {list(speedups)}")
     fig, ax = _new_axes((9, 5))
@@ -187,21 +193,26 @@ def accuracy_vs_speedup(table: pd.DataFrame, speedups: Mapping[str, Mapping[str,
         if len(part) > 1:
             ax.plot(part["speedup"], 100 * part["accuracy"], color=styles[method]["color"], linewidth=0.8,
                     linestyle=":", zorder=1)
-    _speedup_points(ax, points, styles, dict(zip(speedups, _FILLS)))
+    shifts = _speedup_points(ax, points, styles, dict(zip(speedups, _FILLS)))
+    _label_points(ax, points, shifts, styles, labels or {})
     ax.axvline(1, color="0.5", linestyle="--", linewidth=1, zorder=0)
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
+    if labels:  # room on the right for the labels of the fastest points, inside the axes
+        lo, hi = ax.set_xlim(lo, hi * (hi / lo) ** 0.3)
     ax.set_xticks([t for t in (0.1, 0.2, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 50, 100) if lo <= t <= hi], minor=False)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel=f"speed-up over {baseline} (log scale)", ylabel="accuracy (%)",
-           title="accuracy against speed-up per method")
+           title=title)
     _speedup_legend(ax, styles, points, dict(zip(speedups, _FILLS)))
     return fig
 
 
-def _speedup_points(ax: Axes, points: pd.DataFrame, styles: Mapping[str, Mapping], fills: Mapping[str, str]) -> None:
-    """One marker (CI bars) per row of ``points``; coinciding ones side by side (``evaluate.dodge_offsets``)."""
+def _speedup_points(ax: Axes, points: pd.DataFrame, styles: Mapping[str, Mapping],
+                    fills: Mapping[str, str]) -> list[float]:
+    """One marker (CI bars) per row of ``points``; coinciding ones side by side (``evaluate.dodge_offsets``, whose
+    horizontal shifts in points are returned)."""
     shifts = dodge_offsets(np.log(points["speedup"]), points["accuracy"])
     for rec, shift in zip(points.to_dict("records"), shifts):
         y, style = 100 * rec["accuracy"], styles[rec["method"]]
@@ -213,6 +224,50 @@ def _speedup_points(ax: Axes, points: pd.DataFrame, styles: Mapping[str, Mapping
     ax.update_datalim([(s, 100 * v) for s, *vs in points[["speedup", "accuracy", "ci_low", "ci_high"]].to_numpy()
                        for v in vs if not np.isnan(v)])  # artists drawn with an offset don't count towards limits
     ax.autoscale_view()
+    return shifts
+
+
+def _label_points(ax: Axes, points: pd.DataFrame, shifts: Sequence[float], styles: Mapping[str, Mapping],
+                  labels: Mapping[str, str]) -> None:
+    """``labels[method]`` in the method's colour beside its first-kind marker, joined to it by a thin line. Labels of
+    points close to each other (within 15 % of the data's span across, 6 % up) form one column 12 pt apart, right
+    of the group's rightmost marker (whose label comes first), running down from the upper half of the axes and up
+    from the lower."""
+    first = (points["kind"] == points["kind"].iat[0]).to_numpy()
+    idx = [i for i, m in enumerate(points["method"]) if first[i] and m in labels]
+    if not idx:
+        return
+    logx, y = np.log(points["speedup"].to_numpy(dtype=float)), points["accuracy"].to_numpy(dtype=float)
+    span = [max(float(np.ptp(v)), 1e-12) for v in (logx, y)]
+
+    def close(i: int, j: int) -> bool:
+        return abs(logx[j] - logx[i]) <= 0.15 * span[0] and abs(y[j] - y[i]) <= 0.06 * span[1]  # labels are wide
+
+    for group in _groups(idx, close):
+        near = [j for j in range(len(points)) if any(close(i, j) for i in group)]
+        right = max(near, key=lambda j: (logx[j], shifts[j]))
+        step = -12.0 if y[group[0]] >= np.min(y) + span[1] / 2 else 12.0
+        for k, i in enumerate(sorted(group, key=lambda i: (-logx[i], -shifts[i]))):  # rightmost first: no crossings
+            color = styles[points["method"].iat[i]]["color"]
+            ax.annotate(labels[points["method"].iat[i]], xy=(np.exp(logx[i]), 100 * y[i]),
+                        xycoords=offset_copy(ax.transData, fig=ax.figure, x=shifts[i], units="points"),
+                        xytext=(np.exp(logx[right]), 100 * y[group[0]]),
+                        textcoords=offset_copy(ax.transData, fig=ax.figure, x=12 + max(shifts[j] for j in near),
+                                               y=k * step, units="points"),
+                        fontsize="small", color=color, va="center", ha="left", annotation_clip=False,
+                        arrowprops={"arrowstyle": "-", "color": color, "linewidth": 0.6, "shrinkA": 1, "shrinkB": 4})
+
+
+def _groups(items: Sequence[int], close) -> list[list[int]]:
+    """``items`` grouped: each joins the first group whose first item it is ``close`` to, else starts one."""
+    groups: list[list[int]] = []
+    for i in items:
+        group = next((g for g in groups if close(g[0], i)), None)
+        if group is None:
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
 
 
 def _speedup_legend(ax: Axes, styles: Mapping[str, Mapping], points: pd.DataFrame, fills: Mapping[str, str]) -> None:

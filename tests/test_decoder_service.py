@@ -212,6 +212,17 @@ def test_max_loaded_never_releases_a_model_of_the_route_being_served(fake_loads)
     assert service.loaded == [("hf", "z")] and [b.closes for b in fake_loads] == [1, 1, 0]
 
 
+def test_a_pinned_backend_outlives_the_routes_served_after_it(fake_loads):
+    # notebook 06 profiles base and big between timed routes of many checkpoints: those two must stay loaded
+    service = DecoderService({"base": "b", "big": "B", "c1": "C1", "c2": "C2"}, max_loaded=3)
+    base = service.backend("small", "base", pin=True)
+    service.preload([Route("split", small="c1", big="big")])
+    service.preload([Route("split", small="c2", big="big")])
+    assert set(service.loaded) == {("hf", "b"), ("hf", "B"), ("hf", "C2")} and base.closes == 0
+    service.release("base")  # release unpins: the next route may push it out
+    assert base.closes == 1
+
+
 def test_preload_under_max_loaded_stops_at_the_first_route_that_does_not_fit(fake_loads):
     service = DecoderService(max_loaded=2)
     service.preload([Route("small_only", small="a"), Route("small_only", small="b"), Route("split", "c", "big")])

@@ -63,6 +63,10 @@ def test_03_grpo_trained_each_mode_and_changed_its_weights(run):
     for mode, row in m["arms"].items():
         assert row["weights_changed"]["changed"], mode
         assert row["steps"] >= 1 and (run / "03_grpo" / mode / "model" / "config.json").exists()
+        trained = json.loads((run / "03_grpo" / mode / "train_metrics.json").read_text())
+        assert [h["step"] for h in trained["heldout"]] == list(range(row["steps"] + 1)), mode  # eval_every 1
+        assert all(h["n"] == 4 and 0 <= h["accuracy"] <= 1 for h in trained["heldout"])
+        assert row["tag_failure_first"] is not None and row["heldout_accuracy_first"] is not None
 
 
 def test_04_and_05_wrote_one_record_per_method_and_problem_and_the_claim(run):
@@ -90,3 +94,9 @@ def test_06_drew_figure5_and_validated_the_simulator_on_measured_traces(run):
     by_method, big = m["speedup_by_method"], m["roles"]["@big"]
     assert by_method["simulated (serial)"][big] == 1.0 and by_method["measured (batch 1)"][big] == 1.0
     assert m["roles"]["@small"] in by_method["measured (batch 1)"]
+    arms = [v["method"] for v in metrics(run, "05_evaluate")["grpo"].values() if "method" in v]
+    assert arms and set(arms) <= set(m["timed"]) <= set(by_method["measured (batch 1)"])  # @arms: every checkpoint
+    pareto = {p["method"]: p for p in m["pareto"]}
+    assert set(arms) | {big, m["roles"]["@small"]} <= set(pareto) and any(p["on_frontier"] for p in pareto.values())
+    assert all(pareto[a]["speedup_measured"] is not None for a in arms)
+    assert (run / "06_figure5" / "pareto.png").stat().st_size > 10_000 and (run / "06_figure5" / "pareto.pdf").exists()

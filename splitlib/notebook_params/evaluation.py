@@ -139,7 +139,7 @@ class Figure5Params(Common):
     backend_opts: dict[str, Any]  # per model key: loader options of the profiled backends
     timing_problems: int  # problems decoded at batch 1 per timed method (measured latency)
     timing_runs: int  # each timed problem decoded this many times; the median wall time is kept (noisy machines)
-    timing_methods: list[str]  # 05 methods timed: names or @small/@big/@learned/@random
+    timing_methods: list[str]  # 05 methods timed: names, @small/@big/@learned/@random, @arms (05's checkpoints)
     validation_target: float  # median |simulated - measured| / measured should be at most this
 
     def __post_init__(self) -> None:
