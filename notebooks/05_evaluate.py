@@ -40,7 +40,6 @@ import logging
 import os
 
 import matplotlib.pyplot as plt
-import pandas as pd
 import torch
 from IPython.display import Markdown
 
@@ -74,8 +73,8 @@ backend_opts: dict = {"base": {"max_model_len": 512, "max_num_seqs": 512},
                       "grpo-offload": {"max_model_len": 512, "max_num_seqs": 512},
                       "grpo-paper": {"max_model_len": 512, "max_num_seqs": 512},
                       "grpo-rl4e_0": {"max_model_len": 512, "max_num_seqs": 512},
-                      "grpo-rl4e_1": {"max_model_len": 512, "max_num_seqs": 512},
-                      "grpo-rl4e_2": {"max_model_len": 512, "max_num_seqs": 512}}  # per model key: loader options
+                      "grpo-rl4e_4": {"max_model_len": 512, "max_num_seqs": 512},
+                      "grpo-rl4e_16": {"max_model_len": 512, "max_num_seqs": 512}}  # per model key: loader options
 decode: dict = {"big_chunk_tokens": 4, "max_offload_tokens": 64}  # DecodeConfig besides sampling; toy spans are ~3 tokens (as in 04)
 batch_size: int = 300  # problems per engine call (and per append to samples.jsonl)
 torch_threads: int = 1  # CPU threads (0: the libraries' defaults); 1 runs tiny models 3-5x faster on 2 busy shared cores
@@ -83,7 +82,7 @@ small_model: str = "models/small"  # base small model (inside the run dir, a dir
 big_model: str = "models/big"  # big model
 checkpoints: dict[str, str] = {"sft": "02_sft/model", "grpo-offload": "03_grpo/offload/model",
                                "grpo-paper": "03_grpo/paper/model", "grpo-rl4e_0": "03_grpo/rl4e_0/model",
-                               "grpo-rl4e_1": "03_grpo/rl4e_1/model", "grpo-rl4e_2": "03_grpo/rl4e_2/model"}  # trained small models (inside the run dir, a directory or a hub id)
+                               "grpo-rl4e_4": "03_grpo/rl4e_4/model", "grpo-rl4e_16": "03_grpo/rl4e_16/model"}  # trained small models (inside the run dir, a directory or a hub id)
 budget_sweep: list[float] = [0.02, 0.04, 0.07]  # max_offload_fraction values swept on the best checkpoint (below its ~10 % unbudgeted offload)
 offload_measure: str = "offload_token_fraction"  # offload the claim is about: the big model's share of generated tokens
 claim_max_offload: float = 0.15  # the learned method offloads at most this
@@ -207,7 +206,7 @@ display(fig)
 # %%
 grpo = ev.grpo_block(rows, ev.aggregate(rows, proto), list(P.checkpoints), hard_steps=P.benchmark == "toy",
                      n_boot=P.n_boot, seed=P.seed)
-display(pd.DataFrame({k: v for k, v in grpo.items() if "accuracy" in v}).T)
+display(ev.grpo_table(grpo))
 print("grpo_offload − grpo_paper:", grpo.get("grpo_offload_minus_grpo_paper", "not evaluated"))
 
 # %%

@@ -97,9 +97,18 @@ def _sft(m: dict) -> list[str]:
              f"of characters, tags well-formed in {_pct(usage['balanced_fraction'])} of {usage['n']} generations")]
 
 
+def _grpo_arm(name: str, r: dict) -> str:
+    line = (f"arm {name}: {r['steps']} steps, reward {r['reward_first']:.3g} -> {r['reward_last']:.3g}, offload "
+            f"{_pct(r['offload_fraction_first'])} -> {_pct(r['offload_fraction_last'])}")
+    if r.get("heldout_accuracy_first") is not None:  # the held-out split-decoding evaluation ran
+        line += (f"; held-out split accuracy {_pct(r['heldout_accuracy_first'])} -> "
+                 f"{_pct(r['heldout_accuracy_last'])}, tag failures {_pct(r['heldout_tag_failure_rate_first'])} -> "
+                 f"{_pct(r['heldout_tag_failure_rate_last'])}")
+    return line
+
+
 def _grpo(m: dict) -> list[str]:
-    return [f"arm {mode}: {r['steps']} steps, reward {r['reward_first']:.3g} -> {r['reward_last']:.3g}, offload "
-            f"{_pct(r['offload_fraction_first'])} -> {_pct(r['offload_fraction_last'])}" for mode, r in m["arms"].items()]
+    return [_grpo_arm(name, r) for name, r in m["arms"].items()]
 
 
 def _random(m: dict) -> list[str]:

@@ -81,3 +81,16 @@ def test_a_run_without_05_and_06_says_where_the_headline_comes_from(tmp_path):
     write(tmp_path / "manifest.json", {"profile": "smoke", "notebooks": [{"name": "00_models", "status": "ok"}]})
     assert summary.headline(tmp_path) == "no headline yet (it comes from 05_evaluate and 06_figure5)"
     assert "| 00_models | ok | — | — | — |" in summary.page(tmp_path)
+
+
+def test_grpo_arms_carry_their_held_out_accuracy_when_it_was_evaluated(fake_run):
+    arm = {"steps": 32, "reward_first": 0.5, "reward_last": 0.9, "offload_fraction_first": 0.18,
+           "offload_fraction_last": 0.2}
+    write(fake_run / "03_grpo" / "metrics.json", {"arms": {
+        "offload": {**arm, "heldout_accuracy_first": 0.5, "heldout_accuracy_last": 1.0,
+                    "heldout_tag_failure_rate_first": 0.53, "heldout_tag_failure_rate_last": 0.0},
+        "paper": {**arm, "heldout_accuracy_first": None}}})
+    page = summary.page(fake_run)
+    assert ("arm offload: 32 steps, reward 0.5 -> 0.9, offload 18.0 % -> 20.0 %; held-out split accuracy 50.0 % -> "
+            "100.0 %, tag failures 53.0 % -> 0.0 %") in page
+    assert "arm paper: 32 steps, reward 0.5 -> 0.9, offload 18.0 % -> 20.0 %\n" in page
