@@ -61,7 +61,7 @@
 # |---|---|
 # | inputs | `outputs/<run>/02_sft/model/` (02), `outputs/<run>/models/big/` (00; offload mode), training problems (toy: `data/train.jsonl`) |
 # | outputs | `outputs/<run>/03_grpo/<arm>/{model/, train_settings.json, train_metrics.json (per-step logs, held-out evaluations), metrics.json}`, `03_grpo/{metrics.json, curves.png}` |
-# | runtime | smoke ≈ 1 min · toy ≈ 7.5 min for five arms of 32 steps (2 CPU cores, measured 436 s: each arm 66-119 s, of which 40-62 s are its five held-out evaluations of 64 problems, 8-13 s each; without them ≈ 4 min) · paper: GPUs, vLLM rollouts, 5,000 prompts (held-out evaluation off) |
+# | runtime | smoke ≈ 1 min · toy ≈ 4.5 min for five arms of 32 steps (2 CPU cores; measured 255 s in a fresh clone with five held-out evaluations of 32 problems per arm; 436 s with 64 problems on a busy machine) · paper: GPUs, vLLM rollouts, 5,000 prompts (held-out evaluation off) |
 
 # %%
 import logging

@@ -44,7 +44,7 @@
 # | inputs | `04_random_switch/samples.jsonl`, `05_evaluate/{samples.jsonl, metrics.json, manifest.json}`, the run's models |
 # | outputs | `outputs/<run>/06_figure5/{figure5.png, figure5.pdf, speedup_paper.csv, speedup_measured.csv, profile.json, profile_rounds.json, profile_settings.json, timing_<i>.jsonl, validation.png, validation.csv, accuracy_vs_speedup.png, pareto.png, pareto.pdf, metrics.json, manifest.json}` |
 # | outputs (`source: paper`) | `outputs/<run>/06_figure5/{figure5.png, figure5.pdf, figure5_speedup.csv, figure6.md, figure1.png, README.md, metrics.json, manifest.json}` |
-# | runtime | source paper: seconds · smoke < 1 min · toy ≈ 6 min (measured 339 s, 120 s before the arms were timed; 15 rounds of profiling and timing, 10 methods — 4 roles and 05's 6 checkpoints (`@arms`) — × 60 problems × 3 runs at batch 1, one CPU thread; a rerun with the same settings reuses the timing: 9 s) · paper: GPU minutes |
+# | runtime | source paper: seconds · smoke < 1 min · toy ≈ 4 min (measured 224 s in a fresh clone, 339 s on a busy machine, 120 s before the arms were timed; 15 rounds of profiling and timing, 10 methods — 4 roles and 05's 6 checkpoints (`@arms`) — × 60 problems × 3 runs at batch 1, one CPU thread; a rerun with the same settings reuses the timing: 9 s) · paper: GPU minutes |
 
 # %%
 import json
@@ -320,11 +320,10 @@ if source == "run":
 # speed-up, which every point has). This is the toy analogue of the paper's two checkpoints, "1.35 %" (the 1.5B
 # offloading little, fast) and "5 %" (offloading more, more accurate): here the arms differ in how much they offload
 # and how often their tags fail, and the frontier says which of them a user should pick for a given speed-up.
-# On the toy run (measured here): every offload-mode arm (grpo-offload, rl4e_0/1/2) reaches 100 % at 10.6–10.7 %
-# offload and 2.48–2.49x simulated (2.0–2.1x measured), SFT 61 % and grpo-paper 11 % at about the same speed; the
-# claim's budgeted rl4e_1 (7.6 % offload, 100 %) is faster (2.75x simulated, 2.40x measured) and with small-only and
-# the fastest random ratios makes up the frontier — the toy's "5 %" checkpoint; no arm reaches the paper's "1.35 %"
-# regime (rl4e weights 0–2 barely move the offload), which the budget sweep of 05 shows costs all accuracy here.
+# On the toy run (measured at `37098fa`): `rl4e_4` is the only trained point on the frontier (100 % at 7.6 % offload,
+# 2.59x simulated, 2.52x measured), beside grpo-offload and rl4e_0 (100 % at 10.7 %, 2.33x / 2.25-2.27x), SFT (61 %),
+# rl4e_16 (66 %) and grpo-paper (11 %) at about the same speed; small alone and the fastest random ratios make up the
+# rest of the frontier. rl4e_4 is the toy's faster checkpoint (the paper's "1.35 %"), grpo-offload its "5 %" one.
 
 # %%
 if source == "run":
