@@ -65,5 +65,5 @@ lint: install  ## ruff over the library, tests and benchmarks; fails on any find
 	    "rm $(STAMP) && make install" >&2; exit 1; }
 	$(VENV)/bin/ruff check splitlib tests benchmarks
 
-clean-outputs:
-	rm -rf outputs/smoke outputs/toy
+clean-outputs:  ## delete the CPU runs (smoke, toy, rehearsal) and the notebooks' scratch run lab; paper stays
+	rm -rf outputs/smoke outputs/toy outputs/rehearsal outputs/lab

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from splitlib import cli, runs, tags
+from splitlib import cli, pipeline, runrecord, runs, tags
 from splitlib import notebook_params as nbp
 from splitlib.commands import train
 from splitlib.params import as_dict
@@ -34,7 +34,15 @@ def launched(monkeypatch) -> list[list[str]]:
     class Done:
         returncode = 0
 
-    monkeypatch.setattr(train.subprocess, "run", lambda command, check: calls.append(command) or Done())
+    real_run = train.subprocess.run
+
+    def run(command, check=False, **kwargs):  # the launch is recorded; git (the run record's state) really runs
+        if command[0] == "git":
+            return real_run(command, check=check, **kwargs)
+        calls.append(command)
+        return Done()
+
+    monkeypatch.setattr(train.subprocess, "run", run)
     return calls
 
 
@@ -100,6 +108,28 @@ def test_runs_the_command_under_the_run_lock(gpus, monkeypatch, tmp_path) -> Non
     [command] = calls
     assert option(command, "--num_processes") == "8" and option(command, "--mixed_precision") == "bf16"
     assert Path(option(command, "--params")).is_file()
+
+
+def test_applies_and_records_the_run_guard_like_the_notebook_run(gpus, monkeypatch, tmp_path, capsys) -> None:
+    """A launch records the profile's parameters (not --modes) in run.json, so the notebook run after it passes the
+    guard; a run that holds the notebook made with other parameters refuses before anything is launched, unless
+    --force, which records the new parameters."""
+    calls = launched(monkeypatch)
+    base = ["train", "--stage", "grpo", "--profile", "smoke", "--gpus", "2", "--outputs-root", str(tmp_path)]
+    monkeypatch.setattr(train, "refusals", lambda gpus, device: [])  # smoke trains on cpu: allow it here
+    assert cli.main([*base, "--modes", "paper"]) == 0 and len(calls) == 1
+    assert json.loads(Path(option(calls[0], "--params")).read_text())["modes"] == ["paper"]
+    run = tmp_path / "smoke"
+    [step] = pipeline.plan("smoke", ["03_grpo"], "smoke", str(tmp_path))
+    assert runrecord.records(run)["03_grpo"]["params"]["modes"] == step.params["modes"] != ["paper"]
+    runrecord.check(run, "03_grpo", step.params)  # the notebook run after the launch is not refused
+
+    runrecord.record(run, "03_grpo", {**step.params, "max_steps": step.params["max_steps"] + 1})
+    assert cli.main(base) == 2 and len(calls) == 1
+    err = capsys.readouterr().err
+    assert "refused, nothing was run" in err and "max_steps: 3 -> 2" in err and "--force" in err
+    assert cli.main([*base, "--force"]) == 0 and len(calls) == 2
+    runrecord.check(run, "03_grpo", step.params)
 
 
 def test_an_unknown_profile_is_a_parameter_error(capsys) -> None:

@@ -6,7 +6,8 @@ runs ``accelerate launch --config_file configs/accelerate/zeroK.yaml --num_proce
 splitlib.training.launch`` with the profile's validated parameters, written to ``<run>/<notebook>/launch_params.json``.
 DeepSpeed as the authors ran it: ZeRO-3 for SFT, ZeRO-2 for GRPO (``--zero`` picks the other). The notebook run
 afterwards (``splitreason run``) finds the model with the same settings and reuses it. Refused before any work when
-``--gpus`` exceeds the visible GPUs or accelerate/deepspeed is missing (``requirements/gpu.txt``).
+``--gpus`` exceeds the visible GPUs or accelerate/deepspeed is missing (``requirements/gpu.txt``), and, as
+``splitreason run`` is, when the run holds this notebook made with other parameters (``--force`` replaces the record).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from splitlib import notebook_params as nbp
-from splitlib import pipeline, runlock, runs
+from splitlib import pipeline, runlock, runrecord, runs
 from splitlib.params import ParamError, as_dict
 
 ACCELERATE_CONFIGS = pipeline.REPO / "configs" / "accelerate"
@@ -73,20 +74,31 @@ def launch_command(stage: str, params_file: Path, gpus: int, zero: int | None = 
             "-m", "splitlib.training.launch", "--stage", stage, "--params", str(params_file)]
 
 
-def _load(args: argparse.Namespace) -> dict:
+def _load(args: argparse.Namespace, modes: bool = True) -> dict:
+    """The stage's notebook parameters for the profile (``modes``: with ``--modes`` applied)."""
     notebook = STAGES[args.stage]
     profile_dir = pipeline.profile_dir(args.profile)
     overrides = {"run_name": args.run_name or args.profile, "outputs_root": args.outputs_root}
-    if args.modes:
+    if args.modes and modes:
         overrides["modes"] = args.modes
     return as_dict(nbp.load_yaml(notebook, profile_dir / f"{notebook}.yaml", overrides))
+
+
+def _guard(run_dir: Path, notebook: str, profile_params: dict, force: bool) -> None:
+    """The run guard a notebook applies before it writes (``runrecord``), applied to the profile's parameters
+    (``--modes`` picks what to train now, not what the notebook will record): a run holding this notebook made
+    with other parameters, or another profile's notebooks, refuses unless ``force``; the parameters are recorded,
+    so a training launch and the notebook run after it are judged alike. Call with the run lock held."""
+    if not force:
+        runrecord.check(run_dir, notebook, profile_params)
+    runrecord.record(run_dir, notebook, profile_params)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         if args.modes and args.stage != "grpo":
             raise ParamError("--modes applies to --stage grpo only")
-        params = _load(args)
+        params, profile_params = _load(args), _load(args, modes=False)
     except ParamError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -96,14 +108,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     run_dir = runs.run_dir(params["outputs_root"], params["run_name"])
     params_file = run_dir / STAGES[args.stage] / "launch_params.json"
-    runs.atomic_write_json(params_file, params)
-    command = launch_command(args.stage, params_file, args.gpus, args.zero, mixed_precision())
     if args.dry_run:
-        print(shlex.join(command))
+        runs.atomic_write_json(params_file, params)
+        print(shlex.join(launch_command(args.stage, params_file, args.gpus, args.zero, mixed_precision())))
         if problems:
             print("note: this machine would refuse it:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 0
     with runlock.acquire(run_dir, f"splitreason train --stage {args.stage} --profile {args.profile}"):
+        try:
+            _guard(run_dir, STAGES[args.stage], profile_params, args.force)
+        except runrecord.RunMismatch as err:
+            print(f"refused, nothing was run: {err}\n(splitreason train: --force replaces the record)", file=sys.stderr)
+            return 2
+        runs.atomic_write_json(params_file, params)
+        command = launch_command(args.stage, params_file, args.gpus, args.zero, mixed_precision())
         from splitlib.training.launch import needs_big  # imported here: it loads TRL
 
         if args.stage != "grpo" or not needs_big(params) or "big" not in params["serve"]:
@@ -146,6 +164,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outputs-root", default="outputs", help="root folder for run outputs (default: outputs)")
     p.add_argument("--modes", nargs="+", choices=["paper", "offload"], help="grpo: train only these modes")
     p.add_argument("--zero", type=int, choices=[2, 3], help="DeepSpeed ZeRO stage (default: sft 3, grpo 2)")
+    p.add_argument("--force", action="store_true",
+                   help="train even where the run records this notebook with other parameters, and record these")
     p.add_argument("--dry-run", action="store_true",
                    help="write the parameters file and print the command without running it")
     p.set_defaults(func=_cmd_train)
