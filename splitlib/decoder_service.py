@@ -72,25 +72,10 @@ class DecodeFn(Protocol):
 
     A decoder may carry a JSON-able ``settings`` attribute (engine, chunk size, model directories, ...): the
     evaluation records it in every row under ``decoder``; a ``preload(routes)`` method that the evaluation calls
-    before its first timed batch; and a ``provenance(route)`` method (see ``DecoderService.provenance``) by which
-    the evaluation keys its rows.
+    before its first timed batch; a ``warm_up(route, questions, sampling, max_new_tokens)`` method that it calls
+    before each batch's clock starts (see ``DecoderService.warm_up``); and a ``provenance(route)`` method (see
+    ``DecoderService.provenance``) by which the evaluation keys its rows.
     """
-
-    def warm_up(self, route: Route, questions: list[str], sampling: Sampling, max_new_tokens: int) -> None:
-        """Decode ``questions`` through ``route`` for at most ``WARM_UP_TOKENS`` tokens (untimed), once per policy in this
-        service, then empty the engines' prefix caches. The first batch down a decoding path pays one-off costs that
-        are not the method's throughput (kernels picked for new batch shapes, the first take-back checks): measured
-        on the toy models, the first split batch of 64 problems took 3.2 s, the next 1.5 s; a warm-up on 8 of them
-        left a third of that. The evaluation calls this before it starts a batch's clock. Transformers backends (one problem at a time, no batch shapes) are not warmed."""
-        if route.policy in self._warmed or any(self.kinds[role] == "hf" for role in _uses(route)):
-            return
-        self._warmed.add(route.policy)
-        self(route, questions, list(range(len(questions))), sampling, min(max_new_tokens, WARM_UP_TOKENS),
-             key_prefix="warm-up")
-        for backend in self._loaded.values():
-            reset = getattr(backend, "reset_prefix_cache", None)
-            if reset is not None:
-                reset()
 
     def __call__(self, route: Route, questions: list[str], seeds: list[int], sampling: Sampling,
                  max_new_tokens: int, key_prefix: str = "seed") -> list[Trace]: ...
@@ -136,7 +121,7 @@ class DecoderService:
         self._pinned: set[tuple[str, str]] = set()  # keys handed out with pin=True: never released by _make_room
         self._hashes: dict[str, str] = {}  # model target -> provenance.model_hash, computed once per service
         self._warned_top_k = False
-        self._warmed: set[str] = set()  # policies that have run their warm-up in this process
+        self._warmed: set[tuple] = set()  # (policy, engines) that have run their warm-up in this service
 
     @property
     def settings(self) -> dict:
@@ -265,6 +250,31 @@ class DecoderService:
             if i and self.max_loaded is not None and len(wanted) > self.max_loaded:
                 return
             self._serve(r, lambda r=r: [self.backend(role, getattr(r, role)) for role in _uses(r)])
+
+    def warm_up(self, route: Route, questions: list[str], sampling: Sampling, max_new_tokens: int) -> None:
+        """Ready the engines for a timed call of ``route`` on ``questions`` (the evaluation calls this before each
+        batch's clock starts):
+
+        - the first time this service serves the route's policy on its engines, decode ``questions`` up to
+          ``WARM_UP_TOKENS`` tokens, untimed: the first batch down a decoding path pays one-off costs that are not
+          the method's throughput (batch shapes the engine has not run, the first take-back checks); measured on the
+          toy models, the first split batch of 64 problems took 3.2 s, the next 1.5 s;
+        - every time, empty the loaded engines' prefix caches: no timed call starts with KV blocks a warm-up or an
+          earlier method computed for the same questions (a method evaluated later would otherwise run faster).
+
+        Transformers backends (no batch shapes, no prefix cache) are left alone."""
+        uses = _uses(route)
+        if any(self.kinds[role] == "hf" for role in uses):
+            return
+        path = (route.policy, self._route_keys(route))
+        if path not in self._warmed:
+            self._warmed.add(path)
+            self(route, questions, list(range(len(questions))), sampling, min(max_new_tokens, WARM_UP_TOKENS),
+                 key_prefix="warm-up")
+        for backend in self._loaded.values():
+            reset = getattr(backend, "reset_prefix_cache", None)
+            if reset is not None:
+                reset()
 
     def __call__(self, route: Route, questions: list[str], seeds: list[int], sampling: Sampling,
                  max_new_tokens: int, key_prefix: str = "seed") -> list[Trace]:

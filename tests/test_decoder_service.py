@@ -245,6 +245,29 @@ def test_a_ready_backend_is_never_closed_by_the_service(fake_loads):
     assert ready.closes == 0 and fake_loads[0].closes == 1
 
 
+def test_warm_up_decodes_once_per_path_and_empties_prefix_caches_before_every_timed_call(fake_loads, monkeypatch):
+    """The evaluation finds ``warm_up`` on the service (``getattr``); a path (policy and engines) is decoded untimed
+    once, up to WARM_UP_TOKENS, under its own keys; every call empties the engines' prefix caches, so a method
+    evaluated after another on the same questions finds none of its blocks."""
+    from splitlib.decoder_service import WARM_UP_TOKENS
+
+    resets = []
+    monkeypatch.setattr(_FakeBackend, "reset_prefix_cache", lambda self: resets.append(self.target), raising=False)
+    service = DecoderService({"a": "A", "b": "B", "big": "G"}, kind="vllm")
+    decoded = []
+    monkeypatch.setattr(DecoderService, "__call__", lambda self, route, questions, seeds, sampling, max_new_tokens,
+                        key_prefix="seed": decoded.append((route.small, seeds, max_new_tokens, key_prefix)))
+    service.preload([Route("split", small="a", big="big"), Route("split", small="b", big="big")])
+    assert callable(getattr(service, "warm_up", None))  # how the evaluation looks for it
+    for small in ("a", "a", "b"):
+        service.warm_up(Route("split", small=small, big="big"), ["q1", "q2"], Sampling(temperature=0.0), 192)
+    assert decoded == [("a", [0, 1], WARM_UP_TOKENS, "warm-up"), ("b", [0, 1], WARM_UP_TOKENS, "warm-up")]
+    assert [set(resets[i : i + 3]) for i in (0, 3, 6)] == [{"A", "B", "G"}] * 3 and len(resets) == 9  # each call, all
+    hf = DecoderService({"a": "A"}, kind="hf")
+    hf.warm_up(Route("small", small="a"), ["q1"], Sampling(temperature=0.0), 192)
+    assert len(decoded) == 2  # transformers backends: nothing to warm
+
+
 def test_max_loaded_must_be_positive():
     with pytest.raises(ValueError, match="max_loaded=0"):
         DecoderService(max_loaded=0)
