@@ -32,7 +32,7 @@
 # |---|---|
 # | inputs | `models/{small,big}/` (`00_models`), `02_sft/model/`, `03_grpo/<mode>/model/`, `04_random_switch/{samples.jsonl, metrics.json}` |
 # | outputs | `outputs/<run>/05_evaluate/{samples.jsonl, metrics.json, results.md, accuracy_vs_offload.png, manifest.json}`; `samples.stale.jsonl`: rows set aside because models or settings changed since |
-# | runtime | smoke < 1 min · toy ≈ 2 min (vLLM on CPU, one thread, 300 problems × 11 methods; measured 108 s in a fresh clone) · paper: GPU hours |
+# | runtime | smoke < 1 min · toy ≈ 2.5 min (vLLM on CPU, one thread, 300 problems × 11 methods, each decoding path warmed up once; measured 136 s in a fresh clone) · paper: GPU hours |
 
 # %%
 import json
