@@ -263,8 +263,7 @@ class DecoderService:
           earlier method computed for the same questions (a method evaluated later would otherwise run faster).
 
         Transformers backends (no batch shapes, no prefix cache) are left alone."""
-        uses = _uses(route)
-        if any(self.kinds[role] == "hf" for role in uses):
+        if any(self.kinds[role] == "hf" for role in _uses(route)):
             return
         path = (route.policy, self._route_keys(route))
         if path not in self._warmed:

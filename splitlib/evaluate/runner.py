@@ -157,7 +157,7 @@ def _run_batch(batch: list[_Job], decode_fn: DecodeFn, protocol: EvalProtocol) -
     if preload is not None:  # this method's engines, loaded before the clock starts; a service with max_loaded
         preload([method])  # releases there the models of earlier methods that this one does not use
     warm_up = getattr(decode_fn, "warm_up", None)
-    if warm_up is not None:  # one-off costs of a decoding path (new kernel shapes), paid before the clock starts
+    if warm_up is not None:  # a path's one-off costs paid, and prefix caches emptied, before the clock starts
         warm_up(method, [j.problem["question"] for j in batch], protocol.sampling, protocol.max_new_tokens)
     start = time.perf_counter()
     traces = decode_fn(method, [j.problem["question"] for j in batch], [j.seed for j in batch], protocol.sampling,
