@@ -41,10 +41,16 @@ def open_run(params: Any, notebook: str) -> Path:
     (``runlock.open_run``), the run checked against ``params`` (unless ``params.overwrite``) and ``params`` recorded."""
     run = runlock.open_run(params.outputs_root, params.run_name, notebook)
     values = as_dict(params)
-    if not values.get("overwrite"):
-        check(run, notebook, values)
-    record(run, notebook, values)
+    claim(run, notebook, values, overwrite=bool(values.get("overwrite")))
     return run
+
+
+def claim(run_dir: str | Path, notebook: str, params: Mapping[str, Any], overwrite: bool = False) -> None:
+    """Check ``run_dir`` against ``params`` for ``notebook`` (``RunMismatch``; skipped with ``overwrite``), then
+    record them. Call with the run's writer lock held."""
+    if not overwrite:
+        check(run_dir, notebook, params)
+    record(run_dir, notebook, params)
 
 
 def key(params: Mapping[str, Any]) -> str:

@@ -84,20 +84,11 @@ def _load(args: argparse.Namespace, modes: bool = True) -> dict:
     return as_dict(nbp.load_yaml(notebook, profile_dir / f"{notebook}.yaml", overrides))
 
 
-def _guard(run_dir: Path, notebook: str, profile_params: dict, force: bool) -> None:
-    """The run guard a notebook applies before it writes (``runrecord``), applied to the profile's parameters
-    (``--modes`` picks what to train now, not what the notebook will record): a run holding this notebook made
-    with other parameters, or another profile's notebooks, refuses unless ``force``; the parameters are recorded,
-    so a training launch and the notebook run after it are judged alike. Call with the run lock held."""
-    if not force:
-        runrecord.check(run_dir, notebook, profile_params)
-    runrecord.record(run_dir, notebook, profile_params)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         if args.modes and args.stage != "grpo":
             raise ParamError("--modes applies to --stage grpo only")
+        # the run guard judges the profile's parameters: --modes picks what to train now, not what 03 records
         params, profile_params = _load(args), _load(args, modes=False)
     except ParamError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -116,7 +107,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     with runlock.acquire(run_dir, f"splitreason train --stage {args.stage} --profile {args.profile}"):
         try:
-            _guard(run_dir, STAGES[args.stage], profile_params, args.force)
+            runrecord.claim(run_dir, STAGES[args.stage], profile_params, overwrite=args.force)
         except runrecord.RunMismatch as err:
             print(f"refused, nothing was run: {err}\n(splitreason train: --force replaces the record)", file=sys.stderr)
             return 2
